@@ -1,0 +1,57 @@
+# tfx-serving-pipeline: every target sets itself up (venv + locked install) before it runs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TFXSP  := $(VENV)/bin/tfxsp
+STAMP  := $(VENV)/.installed
+PIP_VERSION := 24.2
+
+# TFX 1.16 supports Python 3.9-3.10 only. Take python3.10 from PATH when it really runs (a pyenv shim
+# for a version that is not selected fails), else the newest pyenv 3.10 interpreter.
+PYTHON310 ?= $(shell for p in python3.10 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10*/bin/python3.10 2>/dev/null | sort -V -r); do \
+	if $$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then \
+	  $$p -c 'import sys; print(sys.executable)'; break; fi; done)
+
+# Extra options for `tfxsp run`, e.g. make run-local ARGS="--set epochs=5 -v"
+ARGS ?=
+
+.PHONY: help venv run-local serve test tensorboard bench clean
+
+help: ## Show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## Create .venv with Python 3.10 and install the locked dependencies
+
+$(STAMP): requirements/lock.txt setup.py
+	@if [ -z "$(PYTHON310)" ]; then \
+	  echo "error: no Python 3.10 interpreter found (TFX 1.16 needs 3.9-3.10). Put python3.10 on PATH," \
+	       "install one with 'pyenv install 3.10', or pass PYTHON310=/path/to/python3.10." >&2; exit 2; fi
+	@if [ -x "$(PY)" ] && ! $(PY) -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then \
+	  echo "Removing $(VENV): it was not made with Python 3.10"; rm -rf $(VENV); fi
+	@[ -x "$(PY)" ] || { echo "Creating $(VENV) with $(PYTHON310)"; $(PYTHON310) -m venv $(VENV); }
+	$(PY) -m pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/lock.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --use-pep517 -e .
+	$(PY) -m pip check
+	@touch $@
+
+run-local: $(STAMP) ## Run the whole pipeline locally (LocalDagRunner), CSV to pushed model
+	$(TFXSP) run $(ARGS)
+
+serve: $(STAMP) ## Serve the model base path in the foreground (Ctrl-C stops)
+	$(TFXSP) serve $(ARGS)
+
+test: $(STAMP) ## Run the test suite
+	$(PY) -m pytest $(ARGS)
+
+tensorboard: $(STAMP) ## Open TensorBoard over the Trainer's run logs
+	$(TFXSP) tensorboard $(ARGS)
+
+bench: $(STAMP) ## Run the benchmarks (slow; see benchmarks/)
+	$(PY) benchmarks/pipeline_bench.py $(ARGS)
+
+clean: ## Remove the venv, pipeline outputs and caches
+	rm -rf $(VENV) tfx_runs build *.egg-info .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
