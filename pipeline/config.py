@@ -1,0 +1,204 @@
+"""All of the pipeline's configuration, in one place.
+
+Precedence (lowest to highest): the defaults below, environment variables ``TFXSP_<KEY>`` (for
+example ``TFXSP_EPOCHS=5``), then ``tfxsp run --set key=value``. Every value is checked before
+anything runs; a bad one is a :class:`ConfigError` that names the key and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import urllib.parse
+from typing import Any, Mapping
+
+from ml_metadata.proto import metadata_store_pb2
+
+ENV_PREFIX = "TFXSP_"
+
+STRATEGIES = ("default",)
+BEAM_RUNNERS = ("direct",)
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message says which and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    # --- Identity and locations (relative paths are relative to the working directory) ---
+    pipeline_name: str = "penguin_serving"
+    tfx_root: str = "tfx_runs"
+    data_root: str = "data/penguins"
+    # Where Pusher writes <serving_model_base>/<model_name>/<version>/; empty = <tfx_root>/serving_model
+    serving_model_base: str = ""
+    model_name: str = "penguin"
+    # ML Metadata: empty = SQLite at <pipeline_root>/metadata.db; or mysql://user:password@host:port/db
+    metadata_url: str = ""
+
+    # --- Data processing (Beam) ---
+    beam_runner: str = "direct"
+    beam_direct_num_workers: int = 1
+
+    # --- Training ---
+    strategy: str = "default"
+    train_steps: int = 800
+    eval_steps: int = 4
+    epochs: int = 16
+    batch_size: int = 32  # per replica; the global batch is this times the number of replicas
+    learning_rate: float = 0.01
+    hidden_units: int = 16
+    embedding_dim: int = 4
+    random_seed: int = 42
+    tensorboard_update_freq: int = 10  # steps between per-step scalars; 0 = per epoch only
+    histogram_freq: int = 1  # epochs between weight histograms; 0 = off
+
+    # --- Evaluation (TFMA) ---
+    min_accuracy: float = 0.9  # value threshold: the candidate must reach this eval accuracy
+    max_accuracy_drop: float = 0.02  # change threshold: how much worse than the baseline is allowed
+
+    # --- Serving ---
+    serving_host: str = "127.0.0.1"
+    grpc_port: int = 8500
+    rest_port: int = 8501
+
+    # ---------------------------------------------------------------- derived locations
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.abspath(os.path.join(self.tfx_root, "pipelines", self.pipeline_name))
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.pipeline_root, "metadata.db")
+
+    @property
+    def serving_model_dir(self) -> str:
+        """The TF Serving model base path: versions are pushed into numbered folders under it."""
+        base = self.serving_model_base or os.path.join(self.tfx_root, "serving_model")
+        return os.path.abspath(os.path.join(base, self.model_name))
+
+    @property
+    def data_dir(self) -> str:
+        return os.path.abspath(self.data_root)
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.serving_host}:{self.rest_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{self.serving_host}:{self.grpc_port}"
+
+    def beam_pipeline_args(self) -> list[str]:
+        """Beam options for every Beam-powered component (ExampleGen, StatisticsGen, Transform, ...)."""
+        return [
+            "--direct_running_mode=in_memory",
+            f"--direct_num_workers={self.beam_direct_num_workers}",
+        ]
+
+    def trainer_hparams(self) -> dict[str, Any]:
+        """What run_fn receives as fn_args.custom_config."""
+        keys = ("strategy", "epochs", "batch_size", "learning_rate", "hidden_units",
+                "embedding_dim", "random_seed", "tensorboard_update_freq", "histogram_freq")
+        return {key: getattr(self, key) for key in keys}
+
+    def metadata_connection_config(self) -> metadata_store_pb2.ConnectionConfig:
+        return metadata_connection_config(self.metadata_url, self.metadata_path)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ---------------------------------------------------------------- checks
+    def validate(self) -> "PipelineConfig":
+        def require(ok: bool, key: str, why: str) -> None:
+            if not ok:
+                raise ConfigError(f"config '{key}' = {getattr(self, key)!r}: {why}")
+
+        require(bool(self.pipeline_name.strip()), "pipeline_name", "must not be empty")
+        require(self.model_name.strip() != "" and "/" not in self.model_name, "model_name",
+                "must be a non-empty name without '/'")
+        require(self.strategy in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
+        require(self.beam_runner in BEAM_RUNNERS, "beam_runner",
+                f"must be one of {', '.join(BEAM_RUNNERS)}")
+        require(self.beam_direct_num_workers >= 1, "beam_direct_num_workers", "must be >= 1")
+        for key in ("train_steps", "eval_steps", "epochs", "batch_size", "hidden_units",
+                    "embedding_dim"):
+            require(getattr(self, key) >= 1, key, "must be >= 1")
+        require(self.epochs <= self.train_steps, "epochs", "must not exceed train_steps")
+        require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        require(self.tensorboard_update_freq >= 0, "tensorboard_update_freq", "must be >= 0")
+        require(self.histogram_freq >= 0, "histogram_freq", "must be >= 0")
+        require(0.0 <= self.min_accuracy <= 1.0, "min_accuracy", "must be between 0 and 1")
+        require(0.0 <= self.max_accuracy_drop <= 1.0, "max_accuracy_drop",
+                "must be between 0 and 1")
+        for key in ("grpc_port", "rest_port"):
+            require(0 < getattr(self, key) < 65536, key, "must be a TCP port (1-65535)")
+        require(self.grpc_port != self.rest_port, "rest_port", "must differ from grpc_port")
+        self.metadata_connection_config()  # raises ConfigError for a bad URL
+        return self
+
+
+def metadata_connection_config(url: str, sqlite_path: str) -> metadata_store_pb2.ConnectionConfig:
+    """MLMD connection from a URL: '' or sqlite:///path (SQLite), mysql://user:pw@host:port/db."""
+    config = metadata_store_pb2.ConnectionConfig()
+    parsed = urllib.parse.urlparse(url)
+    if not url or parsed.scheme == "sqlite":
+        config.sqlite.filename_uri = (parsed.path if url else sqlite_path) or sqlite_path
+        config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+        return config
+    if parsed.scheme == "mysql":
+        if not parsed.hostname or not parsed.path.strip("/"):
+            raise ConfigError(f"config 'metadata_url' = {url!r}: a MySQL URL needs a host and a "
+                              "database: mysql://user:password@host:3306/database")
+        config.mysql.host = parsed.hostname
+        config.mysql.port = parsed.port or 3306
+        config.mysql.database = parsed.path.strip("/")
+        config.mysql.user = urllib.parse.unquote(parsed.username or "")
+        config.mysql.password = urllib.parse.unquote(parsed.password or "")
+        return config
+    raise ConfigError(f"config 'metadata_url' = {url!r}: use sqlite:///path/to/metadata.db or "
+                      "mysql://user:password@host:port/database")
+
+
+def _coerce(key: str, raw: str, default: Any) -> Any:
+    """Parses a string from the environment or --set into the type of the field's default."""
+    try:
+        if isinstance(default, bool):
+            lowered = raw.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return lowered in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"config '{key}' = {raw!r}: expected a {type(default).__name__}") from None
+
+
+def load_config(overrides: Mapping[str, str] | None = None,
+                environ: Mapping[str, str] | None = None) -> PipelineConfig:
+    """Builds the validated configuration from defaults, ``TFXSP_*`` variables and overrides."""
+    environ = os.environ if environ is None else environ
+    defaults = PipelineConfig()
+    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(PipelineConfig)}
+    values: dict[str, Any] = {}
+    for key, default in fields.items():
+        if ENV_PREFIX + key.upper() in environ:
+            values[key] = _coerce(key, environ[ENV_PREFIX + key.upper()], default)
+    for key, raw in (overrides or {}).items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{key}'. Known keys: {', '.join(fields)}")
+        values[key] = _coerce(key, raw, fields[key])
+    return dataclasses.replace(defaults, **values).validate()
+
+
+def parse_set_options(items: list[str]) -> dict[str, str]:
+    """Turns ['epochs=5', 'strategy=mirrored'] into a dict, rejecting items without '='."""
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value, for example --set epochs=5")
+        parsed[key.strip()] = value.strip()
+    return parsed

@@ -1,0 +1,111 @@
+"""What `tfxsp run` shows a person: one line per component while it runs, a summary at the end,
+and by default none of TFX's, Beam's and TensorFlow's log noise (`-v` shows all of it)."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import PipelineConfig
+
+if TYPE_CHECKING:  # run_report imports TensorFlow, which must wait until quiet_logs() ran
+    from pipeline.run_report import RunReport
+
+console = Console(highlight=False)
+
+
+def quiet_logs(verbose: bool) -> None:
+    """Must run before TensorFlow is imported: TF_CPP_MIN_LOG_LEVEL is read once, at import."""
+    if verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        logging.basicConfig(level=logging.INFO)
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("PIP_QUIET", "1")  # TFX pip-installs the packaged module files
+    warnings.filterwarnings("ignore")
+    logging.getLogger().setLevel(logging.ERROR)
+
+
+class ComponentProgress(logging.Handler):
+    """Turns LocalDagRunner's 'Component X is running/finished.' log records into progress lines."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__(level=logging.INFO)
+        self._verbose = verbose
+        self._started: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "Component %s is running.":
+            node_id = record.args[0]
+            self._started[node_id] = time.monotonic()
+            console.print(f"  [cyan]▶[/] {node_id} …")
+        elif record.msg == "Component %s is finished.":
+            node_id = record.args[0]
+            elapsed = time.monotonic() - self._started.get(node_id, time.monotonic())
+            console.print(f"  [green]✓[/] {node_id} [dim]({elapsed:.1f} s)[/]")
+
+    def __enter__(self) -> "ComponentProgress":
+        # TFX logs through absl, whose records reach Python logging's "absl" logger.
+        logger = logging.getLogger("absl")
+        self._requested_level = logger.level
+        logger.setLevel(logging.INFO)
+        # Importing TensorBoard (which Transform and Trainer do) calls
+        # absl.logging.set_verbosity(WARNING), which would hide the runner's progress records
+        # from here on. Keep INFO while the run lasts; honour the last request afterwards.
+        logger.setLevel = self._remember_level
+        logger.addHandler(self)
+        # Quiet: these INFO records reach our handler only, not the handlers that print them all.
+        logger.propagate = self._verbose
+        return self
+
+    def _remember_level(self, level: int) -> None:
+        self._requested_level = level
+
+    def __exit__(self, *exc_info) -> None:
+        logger = logging.getLogger("absl")
+        logger.removeHandler(self)
+        logger.propagate = True
+        del logger.setLevel  # back to logging.Logger.setLevel
+        logger.setLevel(self._requested_level)
+
+
+_STATE_STYLE = {"complete": "green", "cached": "blue", "failed": "bold red"}
+
+
+def print_summary(report: "RunReport", config: PipelineConfig) -> None:
+    console.print(f"\n[bold]Pipeline run[/] {report.run_id} ({config.pipeline_name})")
+    table = Table()
+    table.add_column("Component")
+    table.add_column("State")
+    table.add_column("Time", justify="right")
+    for node in report.nodes:
+        style = _STATE_STYLE.get(node.state, "yellow")
+        table.add_row(node.node_id, f"[{style}]{node.state}[/]", f"{node.seconds:.1f} s")
+    console.print(table)
+
+    if report.accuracy:
+        slices = ", ".join(f"{name} {value:.3f}" for name, value in report.accuracy.items())
+        console.print(f"[bold]Eval accuracy:[/] {slices}")
+    if report.blessed is True:
+        console.print(f"[bold]Blessing:[/] [green]blessed[/] (accuracy >= {config.min_accuracy}, "
+                      f"at most {config.max_accuracy_drop} below the baseline)")
+    elif report.blessed is False:
+        console.print("[bold]Blessing:[/] [bold red]not blessed, not pushed[/]")
+        for failure in report.validation_failures:
+            console.print(f"  - {failure}")
+    if report.pushed:
+        console.print(f"[bold]Pushed:[/] version {report.pushed_version} -> "
+                      f"{report.pushed_destination}")
+    console.print("[bold]Next:[/]")
+    console.print("  TensorBoard:  make tensorboard   (or: tfxsp tensorboard)")
+    console.print(f"  Metadata:     {config.metadata_url or config.metadata_path}")
+
+
+def print_error(title: str, message: str) -> None:
+    console.print(f"[bold red]{title}[/] {message}")

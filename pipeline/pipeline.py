@@ -1,0 +1,129 @@
+"""The pipeline definition: one plain create_pipeline(...) that every runner shares.
+
+  CsvExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator
+               \\-> Transform -> Trainer -> Evaluator (vs. the latest blessed model) -> Pusher
+"""
+import os
+from typing import Any, Dict, List, Optional
+
+import tensorflow_model_analysis as tfma
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+from pipeline.modules import features
+
+MODULES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules")
+TRANSFORM_MODULE_FILE = os.path.join(MODULES_DIR, "transform.py")
+TRAINER_MODULE_FILE = os.path.join(MODULES_DIR, "trainer.py")
+
+# TFMA's name for the accuracy metric that the thresholds apply to.
+ACCURACY_METRIC = "sparse_categorical_accuracy"
+
+
+def eval_config(min_accuracy: float, max_accuracy_drop: float) -> tfma.EvalConfig:
+    """Accuracy overall and per species and island; blessing needs both thresholds to hold on
+    the overall accuracy."""
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name="serving_default",
+                prediction_key="probabilities",
+                # The label is the Transform's integer species id, from the transform_features
+                # signature that the Trainer exports.
+                label_key=features.transformed_name(features.LABEL_KEY),
+                preprocessing_function_names=["transform_features"])
+        ],
+        slicing_specs=[
+            tfma.SlicingSpec(),
+            tfma.SlicingSpec(feature_keys=[features.LABEL_KEY]),
+            tfma.SlicingSpec(feature_keys=["island"]),
+        ],
+        metrics_specs=[
+            tfma.MetricsSpec(metrics=[
+                tfma.MetricConfig(class_name="ExampleCount"),
+                tfma.MetricConfig(
+                    class_name="SparseCategoricalAccuracy",
+                    # Gate on the overall slice only: per-slice accuracies are reported, but a
+                    # slice of twenty penguins is too small to block a release on.
+                    per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+                        slicing_specs=[tfma.SlicingSpec()],
+                        threshold=tfma.MetricThreshold(
+                            value_threshold=tfma.GenericValueThreshold(
+                                lower_bound={"value": min_accuracy}),
+                            change_threshold=tfma.GenericChangeThreshold(
+                                direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                                absolute={"value": -max_accuracy_drop})))]),
+            ])
+        ])
+
+
+def create_pipeline(
+    *,
+    pipeline_name: str,
+    pipeline_root: str,
+    data_root: str,
+    serving_model_dir: str,
+    train_steps: int,
+    eval_steps: int,
+    custom_config: Dict[str, Any],
+    min_accuracy: float,
+    max_accuracy_drop: float,
+    transform_module_file: str = TRANSFORM_MODULE_FILE,
+    trainer_module_file: str = TRAINER_MODULE_FILE,
+    beam_pipeline_args: Optional[List[str]] = None,
+    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+    enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+    """Builds the TFX pipeline from CSV files in `data_root` to a model pushed to `serving_model_dir`."""
+    example_gen = tfx.components.CsvExampleGen(input_base=data_root)
+
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        module_file=transform_module_file)
+
+    trainer = tfx.components.Trainer(
+        module_file=trainer_module_file,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(num_steps=train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
+        custom_config=custom_config)
+
+    # The baseline for the change threshold: the newest model that was blessed before.
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config(min_accuracy, max_accuracy_drop))
+
+    # Pushes only when the Evaluator blessed the model.
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
+                    trainer, model_resolver, evaluator, pusher],
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args or [])
