@@ -1,18 +1,21 @@
 """The `tfxsp` command line.
 
-Exit codes of `tfxsp run`: 0 blessed and pushed; 1 a component failed; 2 bad configuration or
-input (nothing ran); 3 the model was not blessed, so nothing was pushed.
+Exit codes of `tfxsp run`: 0 blessed, pushed and proven live; 1 a component failed; 2 bad
+configuration or input (nothing ran); 3 the model was not blessed, so nothing was pushed; 4 the
+serving validation failed (the pushed version was rolled back).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from typing import Iterator, Optional
 
 import click
 
 from pipeline.config import ConfigError, PipelineConfig, load_config, parse_set_options
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_BLESSED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_BLESSED, EXIT_NOT_SERVED = 0, 1, 2, 3, 4
 
 
 def _load(set_items: tuple[str, ...]) -> PipelineConfig:
@@ -53,16 +56,20 @@ def run(set_items: tuple[str, ...], verbose: bool) -> None:
     from pipeline import local_runner, run_report
     console.console.print(f"Running pipeline [bold]{config.pipeline_name}[/] "
                           f"(data: {config.data_dir}, outputs: {config.pipeline_root})")
-    error = None
-    with console.ComponentProgress(verbose):
-        try:
-            local_runner.run(config)
-        except Exception as e:  # noqa: BLE001 - any component error ends the run with a report
-            error = e
+    error, answer = None, None
+    with _model_server(config) as started_here:
+        with console.ComponentProgress(verbose):
+            try:
+                local_runner.run(config)
+            except Exception as e:  # noqa: BLE001 - any component error ends the run with a report
+                error = e
+        store = run_report.open_store(config.metadata_connection_config())
+        run_id = run_report.latest_run_id(store, config.pipeline_name)
+        report = run_report.collect(store, run_id) if run_id else None
+        validation = (report.serving_validation or {}) if report else {}
+        if validation.get("state") == "passed":
+            answer = _ask_live_model(config)
 
-    store = run_report.open_store(config.metadata_connection_config())
-    run_id = run_report.latest_run_id(store, config.pipeline_name)
-    report = run_report.collect(store, run_id) if run_id else None
     if report:
         console.print_summary(report, config)
     if error is not None:
@@ -72,6 +79,49 @@ def run(set_items: tuple[str, ...], verbose: bool) -> None:
         sys.exit(EXIT_FAILED)
     if report is None or not report.blessed:
         sys.exit(EXIT_NOT_BLESSED)
+    if validation.get("state") == "failed":
+        console.print_error("Serving validation failed:", validation["reason"])
+        sys.exit(EXIT_NOT_SERVED)
+    if validation.get("state") == "passed":
+        console.print_query_commands(config, answer, server_stays=not started_here)
+
+
+@contextlib.contextmanager
+def _model_server(config: PipelineConfig) -> Iterator[bool]:
+    """A model server over the model base path for the probe: the one already answering on the
+    configured REST port, or one started here (and stopped on exit). Yields whether it started one."""
+    if not config.serving_validation:
+        yield False
+        return
+    from pipeline import console
+    from serving import launcher
+    if launcher.rest_is_answering(config.serving_host, config.rest_port):
+        console.console.print(f"Using the model server already answering at {config.rest_url}")
+        yield False
+        return
+    handle = launcher.start_server(
+        model_name=config.model_name, model_base_path=config.serving_model_dir,
+        grpc_port=config.grpc_port, rest_port=config.rest_port, host=config.serving_host,
+        wait_for_model=False)
+    console.console.print(f"Started a model server ({handle.kind}) for {config.serving_model_dir} "
+                          f"on {config.rest_url} (REST) and {config.grpc_target} (gRPC)")
+    try:
+        yield True
+    finally:
+        handle.stop()
+
+
+def _ask_live_model(config: PipelineConfig) -> Optional[str]:
+    """The live model's answer to the summary's curl command, so the run shows it answering."""
+    import requests
+    from pipeline import console
+    try:
+        response = requests.post(f"{config.rest_url}/v1/models/{config.model_name}:predict",
+                                 json={"signature_name": "serving_raw",
+                                       "instances": [console.EXAMPLE_ROW]}, timeout=10)
+        return response.text.replace("\n", " ").replace("    ", "")
+    except requests.RequestException as e:
+        return f"no answer: {e}"
 
 
 @cli.command()

@@ -56,10 +56,17 @@ class PipelineConfig:
     min_accuracy: float = 0.9  # value threshold: the candidate must reach this eval accuracy
     max_accuracy_drop: float = 0.02  # change threshold: how much worse than the baseline is allowed
 
-    # --- Serving ---
+    # --- Serving, and the serving validation that probes it after every push ---
     serving_host: str = "127.0.0.1"
     grpc_port: int = 8500
     rest_port: int = 8501
+    serving_validation: bool = False
+    probe_examples: int = 16  # eval examples sent per signature and API
+    probe_deadline_s: float = 60.0  # how long to wait for the pushed version to be AVAILABLE
+    probe_tolerance: float = 1e-5  # max abs difference between served and in-process outputs
+    probe_max_p50_ms: float = 100.0
+    probe_max_p99_ms: float = 500.0
+    probe_rollback: bool = True  # move a version that fails the probe out of the base path
 
     # ---------------------------------------------------------------- derived locations
     @property
@@ -101,6 +108,16 @@ class PipelineConfig:
                 "embedding_dim", "random_seed", "tensorboard_update_freq", "histogram_freq")
         return {key: getattr(self, key) for key in keys}
 
+    def serving_validation_args(self) -> dict[str, Any]:
+        """The ServingValidator's arguments (see components/serving_validation)."""
+        return {
+            "model_name": self.model_name, "rest_url": self.rest_url,
+            "grpc_target": self.grpc_target, "num_examples": self.probe_examples,
+            "load_deadline_s": self.probe_deadline_s, "tolerance": self.probe_tolerance,
+            "max_p50_ms": self.probe_max_p50_ms, "max_p99_ms": self.probe_max_p99_ms,
+            "rollback": self.probe_rollback,
+        }
+
     def metadata_connection_config(self) -> metadata_store_pb2.ConnectionConfig:
         return metadata_connection_config(self.metadata_url, self.metadata_path)
 
@@ -133,6 +150,10 @@ class PipelineConfig:
         for key in ("grpc_port", "rest_port"):
             require(0 < getattr(self, key) < 65536, key, "must be a TCP port (1-65535)")
         require(self.grpc_port != self.rest_port, "rest_port", "must differ from grpc_port")
+        require(self.probe_examples >= 1, "probe_examples", "must be >= 1")
+        for key in ("probe_deadline_s", "probe_max_p50_ms", "probe_max_p99_ms"):
+            require(getattr(self, key) > 0, key, "must be > 0")
+        require(self.probe_tolerance >= 0, "probe_tolerance", "must be >= 0")
         self.metadata_connection_config()  # raises ConfigError for a bad URL
         return self
 

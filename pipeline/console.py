@@ -2,6 +2,7 @@
 and by default none of TFX's, Beam's and TensorFlow's log noise (`-v` shows all of it)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -102,9 +103,72 @@ def print_summary(report: "RunReport", config: PipelineConfig) -> None:
     if report.pushed:
         console.print(f"[bold]Pushed:[/] version {report.pushed_version} -> "
                       f"{report.pushed_destination}")
+    if report.serving_validation:
+        _print_serving_validation(report.serving_validation)
     console.print("[bold]Next:[/]")
     console.print("  TensorBoard:  make tensorboard   (or: tfxsp tensorboard)")
     console.print(f"  Metadata:     {config.metadata_url or config.metadata_path}")
+
+
+def _print_serving_validation(validation: dict) -> None:
+    state = validation["state"]
+    if state == "passed":
+        latency = validation.get("latency", {})
+        figures = "; ".join(f"{api.upper() if api == 'rest' else 'gRPC'} p50 {f['p50_ms']:.1f} ms, "
+                            f"p99 {f['p99_ms']:.1f} ms" for api, f in latency.items())
+        console.print(f"[bold]Serving validation:[/] [green]passed[/] - version "
+                      f"{validation['probed_version']} answers over REST and gRPC as the trained "
+                      f"model does ({figures})")
+    elif state == "skipped":
+        console.print(f"[bold]Serving validation:[/] {validation['reason']}")
+    else:
+        console.print(f"[bold]Serving validation:[/] [bold red]FAILED[/] - {validation['reason']}")
+        rollback = validation.get("rollback")
+        if rollback:
+            back = ("the server is back on version "
+                    f"{rollback['previous_version']}" if rollback.get("previous_version")
+                    else "no other version is left to serve")
+            if not rollback.get("server_back_on_previous"):
+                back += " (NOT confirmed by the server's status in time)"
+            console.print(f"  Rolled back: moved to {rollback['quarantine_path']}; {back}.")
+
+
+# A penguin from the dataset, as plain JSON for the raw-feature signature.
+EXAMPLE_ROW = {"island": "Biscoe", "sex": "female", "bill_length_mm": 46.5, "bill_depth_mm": 14.8,
+               "flipper_length_mm": 217.0, "body_mass_g": 5200.0}
+
+
+def query_commands(config: PipelineConfig) -> tuple[str, str]:
+    """Copy-paste commands that query the live model: curl over REST, and Python over gRPC."""
+    body = json.dumps({"signature_name": "serving_raw", "instances": [EXAMPLE_ROW]})
+    curl = f"curl -d '{body}' {config.rest_url}/v1/models/{config.model_name}:predict"
+    inputs = ", ".join(f'"{k}": [{v!r}]' for k, v in EXAMPLE_ROW.items())
+    python = (
+        "python - <<'EOF'\n"
+        "import grpc, tensorflow as tf\n"
+        "from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc\n"
+        f"stub = prediction_service_pb2_grpc.PredictionServiceStub("
+        f"grpc.insecure_channel('{config.grpc_target}'))\n"
+        "request = predict_pb2.PredictRequest()\n"
+        f"request.model_spec.name = '{config.model_name}'\n"
+        "request.model_spec.signature_name = 'serving_raw'\n"
+        f"for name, value in {{{inputs}}}.items():\n"
+        "    request.inputs[name].CopyFrom(tf.make_tensor_proto(value))\n"
+        "print(stub.Predict(request, timeout=10).outputs['classes'].string_val)\n"
+        "EOF")
+    return curl, python
+
+
+def print_query_commands(config: PipelineConfig, answer: str | None, server_stays: bool) -> None:
+    curl, python = query_commands(config)
+    console.print("[bold]Query the live model[/] (REST, then gRPC):")
+    console.print(curl, soft_wrap=True)
+    if answer is not None:
+        console.print(f"  [dim]-> {answer}[/]", soft_wrap=True)
+    console.print(python, soft_wrap=True, markup=False)
+    if not server_stays:
+        console.print("[dim]The model server started for this run has stopped; "
+                      "'make serve' serves the model again.[/]")
 
 
 def print_error(title: str, message: str) -> None:

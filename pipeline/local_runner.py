@@ -17,7 +17,8 @@ def build_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         min_accuracy=config.min_accuracy,
         max_accuracy_drop=config.max_accuracy_drop,
         beam_pipeline_args=config.beam_pipeline_args(),
-        metadata_connection_config=config.metadata_connection_config())
+        metadata_connection_config=config.metadata_connection_config(),
+        serving_validation=config.serving_validation_args() if config.serving_validation else None)
 
 
 def run(config: PipelineConfig) -> None:

@@ -2,6 +2,7 @@
 
   CsvExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator
                \\-> Transform -> Trainer -> Evaluator (vs. the latest blessed model) -> Pusher
+                                                                   -> ServingValidator
 """
 import os
 from typing import Any, Dict, List, Optional
@@ -10,6 +11,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components.serving_validation import ServingValidator
 from pipeline.modules import features
 
 MODULES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules")
@@ -73,8 +75,13 @@ def create_pipeline(
     beam_pipeline_args: Optional[List[str]] = None,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     enable_cache: bool = True,
+    serving_validation: Optional[Dict[str, Any]] = None,
 ) -> tfx.dsl.Pipeline:
-    """Builds the TFX pipeline from CSV files in `data_root` to a model pushed to `serving_model_dir`."""
+    """Builds the TFX pipeline from CSV files in `data_root` to a model pushed to `serving_model_dir`.
+
+    `serving_validation` holds the ServingValidator's arguments (model_name, rest_url,
+    grpc_target, ...); None leaves the probe out.
+    """
     example_gen = tfx.components.CsvExampleGen(input_base=data_root)
 
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
@@ -119,11 +126,21 @@ def create_pipeline(
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
 
+    components = [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
+                  model_resolver, evaluator, pusher]
+    if serving_validation is not None:
+        # Proves the push live over REST and gRPC; rolls the version back when it fails.
+        components.append(ServingValidator(
+            pushed_model=pusher.outputs["pushed_model"],
+            model=trainer.outputs["model"],
+            examples=example_gen.outputs["examples"],
+            signature_names=["serving_default", "serving_raw"],
+            **serving_validation))
+
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
-                    trainer, model_resolver, evaluator, pusher],
+        components=components,
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [])

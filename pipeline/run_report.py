@@ -3,6 +3,8 @@ evaluation's metrics and blessing, and the push."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Optional
 
 import tensorflow_model_analysis as tfma
@@ -41,6 +43,8 @@ class RunReport:
     pushed_version: Optional[str] = None
     pushed_destination: Optional[str] = None
     eval_uri: Optional[str] = None
+    # The ServingValidator's report.json (outcome, reason, checks, latency, rollback), when it ran.
+    serving_validation: Optional[dict] = None
 
     @property
     def failed_nodes(self) -> list[str]:
@@ -103,12 +107,23 @@ def _read_outputs(store: metadata_store.MetadataStore, execution: metadata_store
             report.eval_uri = artifact.uri
             report.accuracy = _accuracy_by_slice(artifact.uri)
             report.validation_failures = _validation_failures(artifact.uri)
+        elif artifact.type == "ServingValidation":
+            report.serving_validation = _serving_validation_report(artifact)
         elif artifact.type == "PushedModel":
             props = artifact.custom_properties
             report.pushed = bool(props["pushed"].int_value) if "pushed" in props else False
             if report.pushed:
                 report.pushed_version = props["pushed_version"].string_value
                 report.pushed_destination = props["pushed_destination"].string_value
+
+
+def _serving_validation_report(artifact: metadata_store_pb2.Artifact) -> dict:
+    path = os.path.join(artifact.uri, "report.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {"state": artifact.properties["outcome"].string_value,
+            "reason": artifact.properties["reason"].string_value}
 
 
 def _slice_name(slice_key: tuple) -> str:

@@ -1,0 +1,107 @@
+"""Wall time of `tfxsp run`, cold and warm, beside TFX's own penguin example on the same data.
+
+    .venv/bin/python benchmarks/pipeline_bench.py [--repeats 1] [--out results.json]
+
+Cold: a fresh pipeline root (every component executes). Warm: the same command again with nothing
+changed (upstream components come from the cache). The comparison is TFX's
+`tfx/examples/penguin/penguin_pipeline_local.py`, shipped in the tfx wheel and run unmodified as a
+user would (it reads ~/penguin, so HOME points at a scratch folder). It needs the penguin data in its
+processed form (numeric columns renamed culmen_*, integer species, rows with missing values dropped),
+which this script derives from the same data/penguins/penguins.csv that our pipeline reads.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data" / "penguins" / "penguins.csv"
+TFXSP = Path(sys.executable).with_name("tfxsp")
+
+
+def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.monotonic()
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.monotonic() - start
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed with exit {result.returncode}:\n"
+                 f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return elapsed
+
+
+def _processed_penguins(destination: Path) -> int:
+    """The example's input format, from our raw CSV: complete rows, integer label, culmen_* names."""
+    species_ids = {"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}
+    columns = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    with open(DATA, newline="") as src, open(destination, "w", newline="") as dst:
+        writer = csv.writer(dst)
+        writer.writerow(["species", "culmen_length_mm", "culmen_depth_mm", "flipper_length_mm",
+                         "body_mass_g"])
+        for record in csv.DictReader(src):
+            if all(record[c] for c in columns):
+                writer.writerow([species_ids[record["species"]]] + [float(record[c]) for c in columns])
+                rows += 1
+    return rows
+
+
+def bench_ours(workdir: Path, env: dict[str, str]) -> dict[str, float]:
+    cmd = [str(TFXSP), "run", "--set", f"data_root={DATA.parent}", "--set", "tfx_root=runs"]
+    return {"cold": _timed(cmd, workdir, env), "warm": _timed(cmd, workdir, env)}
+
+
+def bench_penguin_example(home: Path, env: dict[str, str]) -> dict[str, float]:
+    import tfx.examples.penguin as penguin  # the installed wheel's copy
+
+    example_dir = Path(penguin.__file__).parent
+    penguin_root = home / "penguin"
+    _processed_penguins(penguin_root / "data" / "labelled" / "penguins_processed.csv")
+    shutil.copy(example_dir / "penguin_utils_keras.py", penguin_root)
+    cmd = [sys.executable, str(example_dir / "penguin_pipeline_local.py")]
+    env = {**env, "HOME": str(home)}
+    return {"cold": _timed(cmd, home, env), "warm": _timed(cmd, home, env)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1, help="cold+warm pairs per pipeline")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args()
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
+    samples: dict[str, dict[str, list[float]]] = {"tfxsp run": {"cold": [], "warm": []},
+                                                  "penguin example": {"cold": [], "warm": []}}
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="bench-ours-") as tmp:
+            for phase, seconds in bench_ours(Path(tmp), env).items():
+                samples["tfxsp run"][phase].append(seconds)
+        with tempfile.TemporaryDirectory(prefix="bench-penguin-") as tmp:
+            for phase, seconds in bench_penguin_example(Path(tmp), env).items():
+                samples["penguin example"][phase].append(seconds)
+
+    results = {name: {phase: statistics.median(values) for phase, values in phases.items()}
+               for name, phases in samples.items()}
+    ratios = {phase: results["tfxsp run"][phase] / results["penguin example"][phase]
+              for phase in ("cold", "warm")}
+    print(f"{'pipeline':<18}{'cold (s)':>10}{'warm (s)':>10}")
+    for name, phases in results.items():
+        print(f"{name:<18}{phases['cold']:>10.1f}{phases['warm']:>10.1f}")
+    print(f"{'ratio ours/example':<18}{ratios['cold']:>10.2f}{ratios['warm']:>10.2f}"
+          "   (goal: <= 1.00)")
+    if args.out:
+        args.out.write_text(json.dumps({"seconds": results, "ratio": ratios,
+                                        "repeats": args.repeats, "cpus": os.cpu_count()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

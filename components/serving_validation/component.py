@@ -1,0 +1,69 @@
+"""ServingValidator: after Pusher, prove that the model server serves the pushed version and that it
+answers over REST and gRPC exactly as the trained model does in process."""
+from typing import List, Optional
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from components.serving_validation.artifact import ServingValidation
+from components.serving_validation.executor import Executor
+
+
+class ServingValidatorSpec(types.ComponentSpec):
+    PARAMETERS = {
+        "model_name": ExecutionParameter(type=str),
+        "rest_url": ExecutionParameter(type=str),
+        "grpc_target": ExecutionParameter(type=str),
+        "signature_names": ExecutionParameter(type=List[str]),
+        "num_examples": ExecutionParameter(type=int),
+        "load_deadline_s": ExecutionParameter(type=float),
+        "tolerance": ExecutionParameter(type=float),
+        "latency_requests": ExecutionParameter(type=int),
+        "max_p50_ms": ExecutionParameter(type=float),
+        "max_p99_ms": ExecutionParameter(type=float),
+        "rollback": ExecutionParameter(type=int),
+    }
+    INPUTS = {
+        "pushed_model": ChannelParameter(type=standard_artifacts.PushedModel),
+        "model": ChannelParameter(type=standard_artifacts.Model),
+        "examples": ChannelParameter(type=standard_artifacts.Examples),
+    }
+    OUTPUTS = {"validation": ChannelParameter(type=ServingValidation)}
+
+
+class ServingValidator(base_component.BaseComponent):
+    """Probes the served model; records a ServingValidation artifact (blessed 1/0) in MLMD.
+
+    A failed probe moves the pushed version out of the model base path (rollback) so the server
+    returns to the previous version; the pipeline run then fails with the reason.
+    """
+
+    SPEC_CLASS = ServingValidatorSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self,
+                 pushed_model: types.BaseChannel,
+                 model: types.BaseChannel,
+                 examples: types.BaseChannel,
+                 model_name: str,
+                 rest_url: str,
+                 grpc_target: str,
+                 signature_names: Optional[List[str]] = None,
+                 num_examples: int = 16,
+                 load_deadline_s: float = 60.0,
+                 tolerance: float = 1e-5,
+                 latency_requests: int = 50,
+                 max_p50_ms: float = 100.0,
+                 max_p99_ms: float = 500.0,
+                 rollback: bool = True):
+        spec = ServingValidatorSpec(
+            pushed_model=pushed_model, model=model, examples=examples,
+            model_name=model_name, rest_url=rest_url, grpc_target=grpc_target,
+            signature_names=signature_names or ["serving_default"],
+            num_examples=num_examples, load_deadline_s=load_deadline_s, tolerance=tolerance,
+            latency_requests=latency_requests, max_p50_ms=max_p50_ms, max_p99_ms=max_p99_ms,
+            rollback=int(rollback),
+            validation=types.Channel(type=ServingValidation))
+        super().__init__(spec=spec)

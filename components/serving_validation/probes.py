@@ -1,0 +1,266 @@
+"""The checks of the serving validation, over TF Serving's public REST and gRPC APIs only, so they
+work the same against the real tensorflow_model_server and the embedded server.
+
+Each check raises ProbeFailure naming the check, the version, the endpoint and what came back.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import grpc
+import numpy as np
+import requests
+import tensorflow as tf
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+# Large enough for the biggest probe request; the real server accepts up to INT32_MAX.
+_GRPC_OPTIONS = [("grpc.max_send_message_length", 64 << 20),
+                 ("grpc.max_receive_message_length", 64 << 20)]
+_STATE_NAMES = {v.number: v.name for v in
+                get_model_status_pb2.ModelVersionStatus.State.DESCRIPTOR.values}
+
+
+class ProbeFailure(Exception):
+    def __init__(self, check: str, version: int, endpoint: str, detail: str):
+        self.check, self.version, self.endpoint, self.detail = check, version, endpoint, detail
+        super().__init__(f"{check} failed for version {version} at {endpoint}: {detail}")
+
+
+@dataclasses.dataclass
+class ProbeInput:
+    """One signature's probe: the request inputs and the outputs the trained model gave for them."""
+    signature: str
+    inputs: Dict[str, np.ndarray]  # input name -> batch of values (bytes for serialized examples)
+    expected: Dict[str, np.ndarray]  # output name -> batch of values
+
+
+class ServingClient:
+    """A thin client over TF Serving's REST and gRPC APIs with per-call latency."""
+
+    def __init__(self, model_name: str, rest_url: str, grpc_target: str, timeout_s: float = 10.0):
+        self.model_name = model_name
+        self.rest_url = rest_url.rstrip("/")
+        self.grpc_target = grpc_target
+        self.timeout_s = timeout_s
+        self._session = requests.Session()
+        self._channel = grpc.insecure_channel(grpc_target, options=_GRPC_OPTIONS)
+        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._session.close()
+        self._channel.close()
+
+    def model_url(self, version: Optional[int] = None) -> str:
+        suffix = f"/versions/{version}" if version is not None else ""
+        return f"{self.rest_url}/v1/models/{self.model_name}{suffix}"
+
+    # ------------------------------------------------------------------ status
+    def rest_status(self) -> Dict[int, str]:
+        """version -> state (AVAILABLE, LOADING, ...) from GET /v1/models/NAME."""
+        response = self._session.get(self.model_url(), timeout=self.timeout_s)
+        body = _json_or_text(response)
+        if response.status_code != 200:
+            raise ConnectionError(f"HTTP {response.status_code}: {body}")
+        return {int(s["version"]): s["state"] for s in body.get("model_version_status", [])}
+
+    def grpc_status(self) -> Dict[int, str]:
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = self.model_name
+        response = self._models.GetModelStatus(request, timeout=self.timeout_s)
+        return {s.version: _STATE_NAMES.get(s.state, str(s.state))
+                for s in response.model_version_status}
+
+    def grpc_signature_names(self, version: int) -> List[str]:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = self.model_name
+        request.model_spec.version.value = version
+        response = self._predictions.GetModelMetadata(request, timeout=self.timeout_s)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signatures)
+        return sorted(signatures.signature_def)
+
+    # ------------------------------------------------------------------ predict
+    def rest_predict(self, version: int, body: Dict[str, Any]) -> tuple[Dict[str, Any], float]:
+        start = time.perf_counter()
+        response = self._session.post(self.model_url(version) + ":predict", json=body,
+                                      timeout=self.timeout_s)
+        elapsed = time.perf_counter() - start
+        answer = _json_or_text(response)
+        if response.status_code != 200:
+            raise ValueError(f"HTTP {response.status_code}: {answer}")
+        return answer, elapsed
+
+    def grpc_predict(self, version: int, signature: str, inputs: Dict[str, np.ndarray]
+                     ) -> tuple[Dict[str, np.ndarray], float]:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model_name
+        request.model_spec.version.value = version
+        request.model_spec.signature_name = signature
+        for name, values in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(values))
+        start = time.perf_counter()
+        response = self._predictions.Predict(request, timeout=self.timeout_s)
+        elapsed = time.perf_counter() - start
+        if response.model_spec.version.value != version:
+            raise ValueError(f"the answer came from version {response.model_spec.version.value}")
+        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}, elapsed
+
+
+def _json_or_text(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:500]
+
+
+# ---------------------------------------------------------------------- checks
+def wait_until_served(client: ServingClient, version: int, deadline_s: float,
+                      poll_s: float = 0.5) -> None:
+    """Polls REST and gRPC status until `version` is AVAILABLE on both, or the deadline passes."""
+    give_up = time.monotonic() + deadline_s
+    while True:
+        seen = {}
+        for api, status_fn, endpoint in (("REST", client.rest_status, client.model_url()),
+                                         ("gRPC", client.grpc_status, client.grpc_target)):
+            try:
+                seen[api] = (status_fn(), endpoint)
+            except (requests.RequestException, grpc.RpcError, ConnectionError) as e:
+                seen[api] = (None, f"{endpoint} ({_short_error(e)})")
+        if all(states and states.get(version) == "AVAILABLE" for states, _ in seen.values()):
+            return
+        if time.monotonic() >= give_up:
+            api, (states, endpoint) = next(
+                (api, s) for api, s in seen.items() if not (s[0] and s[0].get(version) == "AVAILABLE"))
+            if states is None:
+                detail = f"no answer within {deadline_s:g} s: {endpoint}"
+            else:
+                detail = (f"version {version} is not AVAILABLE after {deadline_s:g} s; the server "
+                          f"reports {_describe_states(states)}")
+            raise ProbeFailure(f"model status ({api})", version, endpoint.split(" ")[0], detail)
+        time.sleep(poll_s)
+
+
+def _describe_states(states: Dict[int, str]) -> str:
+    if not states:
+        return "no versions"
+    return ", ".join(f"version {v} {s}" for v, s in sorted(states.items()))
+
+
+def _short_error(error: Exception) -> str:
+    if isinstance(error, grpc.RpcError):
+        return f"{error.code().name}: {error.details()}"
+    return str(error).split("\n")[0][:300]
+
+
+def check_metadata(client: ServingClient, version: int, signatures: List[str]) -> None:
+    try:
+        served = client.grpc_signature_names(version)
+    except grpc.RpcError as e:
+        raise ProbeFailure("GetModelMetadata", version, client.grpc_target, _short_error(e)) from None
+    missing = sorted(set(signatures) - set(served))
+    if missing:
+        raise ProbeFailure("GetModelMetadata", version, client.grpc_target,
+                           f"signatures {missing} are missing; the model has {served}")
+
+
+def _rest_value(value: Any) -> Any:
+    return {"b64": base64.b64encode(value).decode()} if isinstance(value, bytes) else value
+
+
+def rest_bodies(probe: ProbeInput) -> Dict[str, Dict[str, Any]]:
+    """The same inputs in TF Serving's row ("instances") and columnar ("inputs") formats."""
+    size = len(next(iter(probe.inputs.values())))
+    rows = [{name: _rest_value(values[i].item() if hasattr(values[i], "item") else values[i])
+             for name, values in probe.inputs.items()} for i in range(size)]
+    columns = {name: [r[name] for r in rows] for name in probe.inputs}
+    return {"row": {"signature_name": probe.signature, "instances": rows},
+            "columnar": {"signature_name": probe.signature, "inputs": columns}}
+
+
+def outputs_from_rest(answer: Dict[str, Any], fmt: str, output_names: List[str]
+                      ) -> Dict[str, np.ndarray]:
+    """Per-output arrays from a REST predict answer (row: "predictions", columnar: "outputs")."""
+    if fmt == "row":
+        predictions = answer["predictions"]
+        if len(output_names) == 1 and not isinstance(predictions[0], dict):
+            return {output_names[0]: np.array(predictions)}
+        return {name: np.array([p[name] for p in predictions]) for name in output_names}
+    outputs = answer["outputs"]
+    if len(output_names) == 1 and not isinstance(outputs, dict):
+        return {output_names[0]: np.array(outputs)}
+    return {name: np.array(outputs[name]) for name in output_names}
+
+
+def compare_outputs(expected: Dict[str, np.ndarray], served: Dict[str, np.ndarray],
+                    tolerance: float) -> Optional[str]:
+    """None when the served outputs equal the expected ones; else what differs, briefly."""
+    for name, want in expected.items():
+        if name not in served:
+            return f"output '{name}' is missing; got {sorted(served)}"
+        got = served[name]
+        if want.dtype.kind in "SOU":
+            want_text = [v.decode() if isinstance(v, bytes) else str(v) for v in want.ravel()]
+            got_text = [v.decode() if isinstance(v, bytes) else str(v) for v in got.ravel()]
+            if want_text != got_text:
+                i = next(i for i, (a, b) in enumerate(zip(want_text, got_text)) if a != b) \
+                    if len(want_text) == len(got_text) else 0
+                return (f"output '{name}' differs: expected {want_text[i:i + 3]}, "
+                        f"got {got_text[i:i + 3]}")
+            continue
+        got = np.asarray(got, dtype=np.float64)
+        if got.shape != want.shape:
+            return f"output '{name}' has shape {got.shape}, expected {want.shape}"
+        error = np.abs(got - want.astype(np.float64))
+        if error.max(initial=0.0) > tolerance:
+            i = np.unravel_index(error.argmax(), error.shape)
+            return (f"output '{name}' differs by {error.max():.3g} > tolerance {tolerance:g} "
+                    f"at {tuple(int(x) for x in i)}: expected {want[i]!r}, got {got[i]!r}")
+    return None
+
+
+def check_predictions(client: ServingClient, version: int, probe: ProbeInput,
+                      tolerance: float) -> List[Dict[str, Any]]:
+    """REST row, REST columnar and gRPC Predict on `version`; each must match the expected."""
+    results = []
+    output_names = list(probe.expected)
+    calls: List[tuple[str, str, Callable[[], Dict[str, np.ndarray]]]] = []
+    for fmt, body in rest_bodies(probe).items():
+        calls.append((f"REST predict ({fmt})", client.model_url(version) + ":predict",
+                      lambda body=body, fmt=fmt: outputs_from_rest(
+                          client.rest_predict(version, body)[0], fmt, output_names)))
+    calls.append(("gRPC Predict", client.grpc_target,
+                  lambda: client.grpc_predict(version, probe.signature, probe.inputs)[0]))
+    for check, endpoint, call in calls:
+        name = f"{check} on '{probe.signature}'"
+        try:
+            served = call()
+        except (requests.RequestException, grpc.RpcError, ValueError, KeyError, TypeError) as e:
+            raise ProbeFailure(name, version, endpoint, _short_error(e)) from None
+        difference = compare_outputs(probe.expected, served, tolerance)
+        if difference:
+            raise ProbeFailure(name, version, endpoint, difference)
+        results.append({"check": name, "endpoint": endpoint, "ok": True,
+                        "examples": len(next(iter(probe.inputs.values())))})
+    return results
+
+
+def measure_latency(client: ServingClient, version: int, probe: ProbeInput, requests_n: int
+                    ) -> Dict[str, Dict[str, float]]:
+    """p50/p99 in ms of single-example REST and gRPC predicts, after one warm-up call each."""
+    single = ProbeInput(probe.signature, {k: v[:1] for k, v in probe.inputs.items()}, {})
+    body = rest_bodies(single)["row"]
+    timings: Dict[str, List[float]] = {"rest": [], "grpc": []}
+    for i in range(requests_n + 1):
+        rest_s = client.rest_predict(version, body)[1]
+        grpc_s = client.grpc_predict(version, single.signature, single.inputs)[1]
+        if i:  # the first call of each warms connections up
+            timings["rest"].append(rest_s * 1000)
+            timings["grpc"].append(grpc_s * 1000)
+    return {api: {"p50_ms": float(np.percentile(t, 50)), "p99_ms": float(np.percentile(t, 99))}
+            for api, t in timings.items()}
