@@ -1,0 +1,132 @@
+"""Status codes and the one error type every layer of the server raises.
+
+TF Serving reports every failure as an ``absl::Status`` (a ``tensorflow.error.Code`` plus a message)
+and maps that code unchanged to gRPC, and through ``ToHTTPStatusCode`` to HTTP
+(spec §2.2 table, §3.4). Keeping one exception type with the canonical code lets the REST and gRPC
+front ends translate the same failure the same way.
+"""
+from __future__ import annotations
+
+import enum
+
+import grpc
+
+
+class Code(enum.IntEnum):
+    """``tensorflow.error.Code`` / ``absl::StatusCode`` values (identical numbering to gRPC)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+# model_servers/http_server.cc ToHTTPStatusCode (spec §2.2); anything unlisted is 500.
+_HTTP_STATUS = {
+    Code.OK: 200,
+    Code.CANCELLED: 499,
+    Code.UNKNOWN: 500,
+    Code.INVALID_ARGUMENT: 400,
+    Code.DEADLINE_EXCEEDED: 504,
+    Code.NOT_FOUND: 404,
+    Code.ALREADY_EXISTS: 409,
+    Code.PERMISSION_DENIED: 403,
+    Code.RESOURCE_EXHAUSTED: 429,
+    Code.FAILED_PRECONDITION: 400,
+    Code.ABORTED: 409,
+    Code.OUT_OF_RANGE: 400,
+    Code.UNIMPLEMENTED: 501,
+    Code.INTERNAL: 500,
+    Code.UNAVAILABLE: 503,
+    Code.DATA_LOSS: 500,
+    Code.UNAUTHENTICATED: 401,
+}
+
+_GRPC_STATUS = {code.value[0]: code for code in grpc.StatusCode}
+
+# model_servers/grpc_status_util.cc: longer gRPC messages are cut and marked.
+_MAX_GRPC_MESSAGE_BYTES = 1024
+
+
+class ServingError(Exception):
+    """A failed request or operation, carrying TF Serving's status code and message."""
+
+    def __init__(self, code: Code, message: str):
+        super().__init__(message)
+        self.code = Code(code)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"ServingError({self.code.name}, {self.message!r})"
+
+    @property
+    def http_status(self) -> int:
+        return http_status(self.code)
+
+    @property
+    def grpc_code(self) -> grpc.StatusCode:
+        return _GRPC_STATUS[int(self.code)]
+
+    @property
+    def grpc_message(self) -> str:
+        encoded = self.message.encode("utf-8")
+        if len(encoded) <= _MAX_GRPC_MESSAGE_BYTES:
+            return self.message
+        return encoded[:_MAX_GRPC_MESSAGE_BYTES].decode("utf-8", "ignore") + "...TRUNCATED"
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+
+def http_status(code: Code) -> int:
+    return _HTTP_STATUS.get(Code(code), 500)
+
+
+def invalid_argument(message: str) -> ServingError:
+    return ServingError(Code.INVALID_ARGUMENT, message)
+
+
+def not_found(message: str) -> ServingError:
+    return ServingError(Code.NOT_FOUND, message)
+
+
+def failed_precondition(message: str) -> ServingError:
+    return ServingError(Code.FAILED_PRECONDITION, message)
+
+
+def from_exception(exc: BaseException) -> ServingError:
+    """Converts whatever a TensorFlow call raised into a ServingError with the matching code.
+
+    TensorFlow's ``OpError`` already carries a canonical code (e.g. a malformed tf.Example is
+    INVALID_ARGUMENT, a session timeout DEADLINE_EXCEEDED); the reference server passes those through.
+    """
+    if isinstance(exc, ServingError):
+        return exc
+    import tensorflow as tf  # deferred: configuration checks must not wait for TensorFlow to import
+
+    if isinstance(exc, tf.errors.OpError):
+        return ServingError(Code(exc.error_code), _op_error_message(exc))
+    return ServingError(Code.UNKNOWN, f"{type(exc).__name__}: {exc}")
+
+
+def _op_error_message(exc) -> str:
+    # Python's session wrapper prefixes "Graph execution error:\n\n" and may append the
+    # Python-side op trace; the C++ server only reports the status message itself.
+    message = exc.message.strip()
+    prefix = "Graph execution error:"
+    if message.startswith(prefix):
+        message = message[len(prefix):].strip()
+    return message

@@ -1,0 +1,264 @@
+"""gRPC services on grpc.aio: ``tensorflow.serving.PredictionService`` and ``ModelService`` (spec §3).
+
+Method semantics and status codes follow ``model_servers/prediction_service_impl.cc``,
+``model_service_impl.cc`` and the servable implementations (via ``serving.inference``). The handlers
+are registered with the official generated method names and message types; the request
+deserializers are wrapped so that an undecodable request (e.g. a truncated message) is answered
+with INTERNAL and a clear message, as a C++ gRPC server answers a request it cannot parse, instead of
+grpcio's generic UNKNOWN.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Awaitable, Callable
+
+import grpc
+from google.protobuf.message import DecodeError
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_pb2,
+    predict_pb2,
+    regression_pb2,
+)
+
+from serving import model_info, tensor_codec
+from serving.errors import Code, ServingError, from_exception, invalid_argument
+from serving.inference import Inference
+from serving.model_manager import ModelManager
+from serving.monitoring import Metrics
+from serving.servable import DEFAULT_SIGNATURE
+
+log = logging.getLogger("serving")
+
+# The gRPC methods TF Serving's request_count / request_latency cover (prediction_service_impl.cc).
+_TF_COUNTED_APIS = ("Predict", "Classify", "Regress")
+
+
+class _Undecodable:
+    """Stands in for a request message whose bytes did not parse."""
+
+    def __init__(self, message_type: type, error: Exception):
+        self.message = f"Failed to parse request as {message_type.DESCRIPTOR.full_name}: {error}"
+
+
+def _deserializer(message_type: type) -> Callable[[bytes], object]:
+    def parse(data: bytes):
+        try:
+            return message_type.FromString(data)
+        except DecodeError as e:
+            return _Undecodable(message_type, e)
+
+    return parse
+
+
+def _version_choice(spec) -> tuple[int | None, str | None]:
+    choice = spec.WhichOneof("version_choice")
+    if choice == "version":
+        return spec.version.value, None
+    if choice == "version_label":
+        return None, spec.version_label
+    return None, None
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class GrpcApi:
+    def __init__(self, manager: ModelManager, inference: Inference, metrics: Metrics,
+                 tensor_content_outputs: bool = False):
+        self._manager = manager
+        self._inference = inference
+        self._metrics = metrics
+        self._tensor_content = tensor_content_outputs
+
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        def unary(method, request_type, response_type):
+            return grpc.unary_unary_rpc_method_handler(
+                method, request_deserializer=_deserializer(request_type),
+                response_serializer=response_type.SerializeToString,
+            )
+
+        prediction = {
+            "Classify": unary(self.Classify, classification_pb2.ClassificationRequest,
+                              classification_pb2.ClassificationResponse),
+            "Regress": unary(self.Regress, regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+            "Predict": unary(self.Predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+            "MultiInference": unary(self.MultiInference, inference_pb2.MultiInferenceRequest,
+                                    inference_pb2.MultiInferenceResponse),
+            "GetModelMetadata": unary(self.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest,
+                                      get_model_metadata_pb2.GetModelMetadataResponse),
+        }
+        model = {
+            "GetModelStatus": unary(self.GetModelStatus, get_model_status_pb2.GetModelStatusRequest,
+                                    get_model_status_pb2.GetModelStatusResponse),
+            "HandleReloadConfigRequest": unary(self.HandleReloadConfigRequest,
+                                               model_management_pb2.ReloadConfigRequest,
+                                               model_management_pb2.ReloadConfigResponse),
+        }
+        return [
+            grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", prediction),
+            grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", model),
+        ]
+
+    # ------------------------------------------------------------------------------ PredictionService
+
+    async def Predict(self, request, context):
+        async def predict():
+            spec = _model_spec(request)
+            with self._acquire(spec) as handle:
+                signature = self._inference.predict_signature(handle.servable, spec.signature_name)
+                plan = self._inference.plan_predict(signature, request.inputs.keys(), list(request.output_filter))
+                inputs = {alias: _array(alias, proto) for alias, proto in request.inputs.items()}
+                outputs = await self._inference.predict(handle.servable, plan, inputs, _deadline(context))
+                response = predict_pb2.PredictResponse()
+                _set_model_spec(response.model_spec, spec.name, signature.key, handle.version)
+            for alias, array in outputs.items():
+                tensor_codec.fill_proto(response.outputs[alias], array, self._tensor_content)
+            return response
+
+        return await self._serve("Predict", request, context, predict)
+
+    async def Classify(self, request, context):
+        async def classify():
+            spec = _model_spec(request)
+            with self._acquire(spec) as handle:
+                result = await self._inference.classify(handle.servable, spec.signature_name, request.input,
+                                                        _deadline(context))
+                response = classification_pb2.ClassificationResponse(result=result)
+                _set_model_spec(response.model_spec, spec.name, spec.signature_name, handle.version)
+            return response
+
+        return await self._serve("Classify", request, context, classify)
+
+    async def Regress(self, request, context):
+        async def regress():
+            spec = _model_spec(request)
+            with self._acquire(spec) as handle:
+                result = await self._inference.regress(handle.servable, spec.signature_name, request.input,
+                                                       _deadline(context))
+                response = regression_pb2.RegressionResponse(result=result)
+                _set_model_spec(response.model_spec, spec.name, spec.signature_name, handle.version)
+            return response
+
+        return await self._serve("Regress", request, context, regress)
+
+    async def MultiInference(self, request, context):
+        async def multi_inference():
+            # The servable is resolved from the first task (multi_inference_helper.cc).
+            spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+            with self._acquire(spec) as handle:
+                tasks = [(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in request.tasks]
+                results = await self._inference.multi_inference(handle.servable, tasks, request.input,
+                                                                _deadline(context))
+                response = inference_pb2.MultiInferenceResponse()
+                for task, result in zip(request.tasks, results):
+                    entry = response.results.add()
+                    _set_model_spec(entry.model_spec, task.model_spec.name, result.signature_name, handle.version)
+                    if result.classification is not None:
+                        entry.classification_result.CopyFrom(result.classification)
+                    else:
+                        entry.regression_result.CopyFrom(result.regression)
+            return response
+
+        return await self._serve("MultiInference", request, context, multi_inference,
+                                 model_name=request.tasks[0].model_spec.name if _decoded(request) and request.tasks
+                                 else "")
+
+    async def GetModelMetadata(self, request, context):
+        async def metadata():
+            spec = _model_spec(request)
+            model_info.check_metadata_fields(list(request.metadata_field))
+            with self._acquire(spec) as handle:
+                return model_info.metadata_response(spec.name, handle.servable)
+
+        return await self._serve("GetModelMetadata", request, context, metadata)
+
+    # ------------------------------------------------------------------------------ ModelService
+
+    async def GetModelStatus(self, request, context):
+        async def status():
+            spec = _model_spec(request)
+            # Only model_spec.version narrows the answer; a label is ignored (spec §3.3).
+            version = spec.version.value if spec.HasField("version") else None
+            return model_info.status_response(self._manager.status(spec.name, version))
+
+        return await self._serve("GetModelStatus", request, context, status)
+
+    async def HandleReloadConfigRequest(self, request, context):
+        async def reload():
+            for index, entry in enumerate(request.config.model_config_list.config):
+                log.info("Config entry %d: name %s, base path %s, platform %s", index, entry.name, entry.base_path,
+                         entry.model_platform)
+            await self._manager.reload(request.config)
+            response = model_management_pb2.ReloadConfigResponse()
+            response.status.error_code = Code.OK
+            # The server has no TensorFlow-runtime metrics to diff; asked-for ones report no increase.
+            for name in request.metric_names:
+                response.metric.add(name=name, int64_value_increase=0)
+            return response
+
+        return await self._serve("HandleReloadConfigRequest", request, context, reload, model_name="")
+
+    # ------------------------------------------------------------------------------ plumbing
+
+    def _acquire(self, spec):
+        version, label = _version_choice(spec)
+        return self._manager.acquire(spec.name, version, label)
+
+    async def _serve(self, api: str, request, context: grpc.aio.ServicerContext,
+                     work: Callable[[], Awaitable[object]], model_name: str | None = None):
+        start = time.perf_counter()
+        if model_name is None:
+            model_name = request.model_spec.name if _decoded(request) else ""
+        try:
+            if not _decoded(request):
+                raise ServingError(Code.INTERNAL, request.message)
+            response = await work()
+        except Exception as e:  # noqa: BLE001 - every failure becomes a gRPC status
+            error = e if isinstance(e, ServingError) else _unexpected(e, api)
+        else:
+            self._record(model_name, api, Code.OK, start)
+            return response
+        self._record(model_name, api, error.code, start)
+        await context.abort(error.grpc_code, error.grpc_message)
+
+    def _record(self, model_name: str, api: str, code: Code, start: float) -> None:
+        label = model_name if self._manager.knows(model_name) else ""
+        self._metrics.request(label, api, "GRPC", code, time.perf_counter() - start,
+                              tf_counted=api in _TF_COUNTED_APIS)
+
+
+def _decoded(request) -> bool:
+    return not isinstance(request, _Undecodable)
+
+
+def _model_spec(request):
+    if not request.HasField("model_spec"):
+        raise invalid_argument("Missing ModelSpec")
+    return request.model_spec
+
+
+def _array(alias: str, proto):
+    try:
+        return tensor_codec.array_from_proto(proto)
+    except ValueError:
+        raise invalid_argument(f"tensor parsing error: {alias}") from None
+
+
+def _set_model_spec(spec, name: str, signature_name: str, version: int) -> None:
+    # MakeModelSpec: an empty signature name is reported as the default one.
+    spec.name = name
+    spec.signature_name = signature_name or DEFAULT_SIGNATURE
+    spec.version.value = version
+
+
+def _unexpected(error: Exception, api: str) -> ServingError:
+    log.exception("Unexpected error in gRPC %s", api, exc_info=error)
+    return from_exception(error)

@@ -1,0 +1,44 @@
+"""Server options, kept free of TensorFlow imports so the command line can validate them quickly."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.config import BatchingOptions
+
+
+@dataclasses.dataclass(frozen=True)
+class RestOptions:
+    timeout_ms: int = 30000
+    enable_cors: bool = False
+    max_body_bytes: int = 64 * 1024 * 1024
+    prometheus_path: str | None = None  # None: monitoring page disabled
+
+
+@dataclasses.dataclass(frozen=True)
+class ManagerOptions:
+    file_system_poll_wait_s: float = 1.0
+    max_num_load_retries: int = 5
+    load_retry_interval_s: float = 60.0
+    allow_version_labels_for_unavailable_models: bool = False
+    saved_model_tags: tuple[str, ...] = ("serve",)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    model_config: model_server_config_pb2.ModelServerConfig
+    model_config_file: str = ""
+    model_config_file_poll_wait_s: float = 0.0
+    grpc_port: int = 8500
+    grpc_socket_path: str = ""
+    rest_api_port: int = 0
+    bind_address: str = "127.0.0.1"
+    rest: RestOptions = RestOptions()
+    manager: ManagerOptions = ManagerOptions()
+    batching: BatchingOptions | None = None
+    grpc_channel_arguments: tuple[tuple[str, object], ...] = ()
+    enable_signature_method_name_check: bool = False
+    enable_serialization_as_tensor_content: bool = False
+    request_threads: int = max(8, 4 * (os.cpu_count() or 1))

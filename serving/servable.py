@@ -1,0 +1,170 @@
+"""One loaded model version (a "servable"): its TensorFlow session and precomputed signatures.
+
+The version's SavedModel is loaded into a TF1-style ``Session`` with the ``serve`` MetaGraph, which is
+exactly what the reference server does (``SavedModelBundle``). Running through the session rather
+than through ``tf.saved_model.load(...).signatures[...]`` matters for compatibility: a session feed
+is not checked against the placeholder's static shape, so inputs the reference accepts (e.g. shape
+``[3]`` for a ``[-1, 1]`` input, spec §2.5 and §8.7) are accepted here too, and several signatures
+can be computed in one run (MultiInference, spec §3.3).
+
+Everything per request that can be computed once is computed at load time: the signature input and
+output specs, the metadata response (proto and JSON), and one cached session callable per
+(feeds, fetches) combination.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from typing import Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import any_pb2, json_format
+from tensorflow.core.framework import tensor_shape_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
+
+from serving import tensor_codec
+from serving.errors import Code, ServingError, from_exception
+
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+_MAX_CACHED_CALLABLES = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    alias: str
+    name: str  # graph tensor name, e.g. "serving_default_x:0"
+    dtype: int  # tensorflow DataType enum
+    shape: tensor_shape_pb2.TensorShapeProto
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    key: str
+    method_name: str
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
+    defaults: Mapping[str, np.ndarray]
+    proto: meta_graph_pb2.SignatureDef
+
+    @property
+    def input_dtypes(self) -> dict[str, int]:
+        return {alias: spec.dtype for alias, spec in self.inputs.items()}
+
+
+class Servable:
+    """A loaded SavedModel version. ``run`` is thread-safe and blocking (call it off the event loop)."""
+
+    def __init__(self, model_name: str, version: int, path: str, session: tf.compat.v1.Session,
+                 meta_graph: meta_graph_pb2.MetaGraphDef):
+        self.model_name = model_name
+        self.version = version
+        self.path = path
+        self._session = session
+        self._callables: dict[tuple[tuple[str, ...], tuple[str, ...]], object] = {}
+        self._callables_lock = threading.Lock()
+        self.signatures = {key: _signature(key, sig) for key, sig in meta_graph.signature_def.items()}
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, sig in meta_graph.signature_def.items():
+            signature_map.signature_def[key].CopyFrom(sig)
+        self.signature_def_any = any_pb2.Any()
+        self.signature_def_any.Pack(signature_map)
+        # The REST metadata body prints the map with proto field names and all fields (spec §2.4).
+        self.signature_def_json = json_format.MessageToJson(
+            signature_map, including_default_value_fields=True, preserving_proto_field_name=True, indent=1
+        )
+
+    def run(self, feed_names: Sequence[str], feed_values: Sequence[np.ndarray], fetch_names: Sequence[str],
+            deadline: float | None) -> list[np.ndarray]:
+        """One session run; ``deadline`` (time.monotonic) bounds it like RunOptions.timeout_in_ms."""
+        unique_fetches = tuple(dict.fromkeys(fetch_names))
+        call = self._callable(tuple(feed_names), unique_fetches)
+        options = None
+        if deadline is not None:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded before the model could run")
+            options = tf.compat.v1.RunOptions(timeout_in_ms=remaining_ms)
+        try:
+            results = call(*feed_values, options=options)
+        except tf.errors.OpError as e:
+            raise from_exception(e) from None
+        by_name = dict(zip(unique_fetches, results))
+        return [np.asarray(by_name[name]) for name in fetch_names]
+
+    def close(self) -> None:
+        with self._callables_lock:
+            self._callables.clear()
+        self._session.close()
+
+    def _callable(self, feeds: tuple[str, ...], fetches: tuple[str, ...]):
+        key = (feeds, fetches)
+        call = self._callables.get(key)
+        if call is not None:
+            return call
+        with self._callables_lock:
+            call = self._callables.get(key)
+            if call is None:
+                if len(self._callables) >= _MAX_CACHED_CALLABLES:
+                    self._callables.pop(next(iter(self._callables)))
+                call = self._session.make_callable(list(fetches), feed_list=list(feeds), accept_options=True)
+                self._callables[key] = call
+            return call
+
+
+def load(model_name: str, version: int, path: str, tags: Sequence[str] = ("serve",)) -> Servable:
+    """Loads ``path`` (one version directory). Raises ServingError with the reference's codes."""
+    if not any(os.path.isfile(os.path.join(path, f)) for f in SAVED_MODEL_FILES):
+        raise missing_saved_model_error(path)
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    try:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, list(tags), path)
+    except RuntimeError as e:
+        session.close()
+        if "could not be found in SavedModel" in str(e):
+            raise ServingError(
+                Code.NOT_FOUND,
+                "Could not find meta graph def matching supplied tags: { " + " ".join(tags) + " }. To inspect "
+                "available tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli`",
+            ) from None
+        raise ServingError(Code.UNKNOWN, str(e)) from None
+    except tf.errors.OpError as e:
+        session.close()
+        raise from_exception(e) from None
+    except Exception as e:  # a corrupt saved_model.pb surfaces as protobuf/IO errors
+        session.close()
+        raise ServingError(Code.DATA_LOSS if "parse" in str(e).lower() else Code.UNKNOWN,
+                           f"{type(e).__name__}: {e}") from None
+    return Servable(model_name, version, path, session, meta_graph)
+
+
+def missing_saved_model_error(path: str) -> ServingError:
+    # tensorflow/cc/saved_model/reader.cc, as the reference reports a version without saved_model.pb.
+    return ServingError(
+        Code.NOT_FOUND,
+        f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}. Check that the "
+        "directory exists and that you have the right permissions for accessing it.",
+    )
+
+
+def _signature(key: str, sig: meta_graph_pb2.SignatureDef) -> Signature:
+    def specs(infos) -> dict[str, TensorSpec]:
+        return {alias: TensorSpec(alias, info.name, info.dtype, info.tensor_shape) for alias, info in sorted(infos.items())}
+
+    defaults = {}
+    for alias, proto in sig.defaults.items():
+        try:
+            defaults[alias] = tensor_codec.array_from_proto(proto)
+        except ValueError:
+            pass  # an unusable default behaves as no default: the input must then be sent
+    return Signature(key, sig.method_name, specs(sig.inputs), specs(sig.outputs), defaults, sig)
+

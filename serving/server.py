@@ -1,0 +1,179 @@
+"""The model server process: one asyncio loop serving gRPC (grpc.aio) and REST (aiohttp).
+
+Start-up follows spec §1.2: load every configured model first (``ModelManager.start`` waits until
+each has a version AVAILABLE), and only then open the gRPC port and the REST port, so a client that
+can connect can be served. TensorFlow work never runs on the loop: model runs go to a thread pool
+(directly or through the batch scheduler), loads to the manager's loader thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+
+import grpc
+from aiohttp import web
+
+from serving import config as config_lib
+from serving.batching import BatchScheduler
+from serving.grpc_api import GrpcApi
+from serving.inference import DirectRunner, Inference
+from serving.model_manager import ModelManager, StartupError
+from serving.monitoring import Metrics
+from serving.options import ServerOptions
+from serving.rest_api import RestApi
+
+log = logging.getLogger("serving")
+
+_INT32_MAX = 2**31 - 1
+
+
+def quiet_tensorflow() -> None:
+    """Keeps the server's stderr to its own lifecycle lines (TF's Python deprecation notices are noise)."""
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)
+
+
+class ServerStartError(Exception):
+    pass
+
+
+class Server:
+    def __init__(self, options: ServerOptions):
+        self._options = options
+        self.metrics = Metrics()
+        threads = options.request_threads + (options.batching.num_batch_threads if options.batching else 0)
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model-run")
+        runner = (BatchScheduler(options.batching, self._executor, self.metrics) if options.batching
+                  else DirectRunner(self._executor))
+        self.manager = ModelManager(options.manager, self.metrics)
+        self._inference = Inference(runner, self.metrics, options.enable_signature_method_name_check)
+        self._grpc: grpc.aio.Server | None = None
+        self._rest: web.AppRunner | None = None
+        self._config_poller: asyncio.Task | None = None
+        self.grpc_port: int | None = None
+        self.rest_port: int | None = None
+
+    async def start(self) -> None:
+        """Loads the models, then opens the ports. Raises ServerStartError."""
+        try:
+            await self.manager.start(self._options.model_config)
+        except StartupError as e:
+            raise ServerStartError(str(e)) from None
+        await self._start_grpc()
+        if self._options.rest_api_port:
+            await self._start_rest()
+        if self._options.model_config_file and self._options.model_config_file_poll_wait_s > 0:
+            self._config_poller = asyncio.get_running_loop().create_task(self._poll_config_file())
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self._config_poller is not None:
+            self._config_poller.cancel()
+        if self._rest is not None:
+            await self._rest.cleanup()
+        if self._grpc is not None:
+            await self._grpc.stop(grace_s)
+        await self.manager.close()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _start_grpc(self) -> None:
+        options = self._options
+        channel_options = [
+            # The reference raises both limits to INT32_MAX (spec §1.2 step 4).
+            ("grpc.max_receive_message_length", _INT32_MAX),
+            ("grpc.max_send_message_length", _INT32_MAX),
+            *options.grpc_channel_arguments,
+        ]
+        server = grpc.aio.server(options=channel_options)
+        api = GrpcApi(self.manager, self._inference, self.metrics, options.enable_serialization_as_tensor_content)
+        server.add_generic_rpc_handlers(api.handlers())
+        if options.grpc_port:
+            address = f"{_host_for_url(options.bind_address)}:{options.grpc_port}"
+            self.grpc_port = _bind(server, address)
+            log.info("Running gRPC ModelServer at %s ...", address)
+        if options.grpc_socket_path:
+            _bind(server, f"unix:{options.grpc_socket_path}")
+            log.info("Running gRPC ModelServer at UNIX socket %s ...", options.grpc_socket_path)
+        await server.start()
+        self._grpc = server
+
+    async def _start_rest(self) -> None:
+        options = self._options
+        api = RestApi(self.manager, self._inference, self.metrics, options.rest)
+        runner = web.AppRunner(api.application(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, options.bind_address, options.rest_api_port)
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise ServerStartError(
+                f"Could not open the REST port {options.bind_address}:{options.rest_api_port}: {e.strerror}"
+            ) from None
+        self._rest = runner
+        self.rest_port = options.rest_api_port
+        log.info("Exporting HTTP/REST API at:%s:%d ...", options.bind_address, options.rest_api_port)
+        if options.rest.prometheus_path:
+            log.info("Prometheus metrics at http://%s:%d%s", options.bind_address, options.rest_api_port,
+                     options.rest.prometheus_path)
+
+    async def _poll_config_file(self) -> None:
+        """``--model_config_file_poll_wait_seconds``: apply the file whenever it changes (spec §5.6)."""
+        path = self._options.model_config_file
+        while True:
+            await asyncio.sleep(self._options.model_config_file_poll_wait_s)
+            try:
+                config = config_lib.read_model_server_config(path)
+            except config_lib.ConfigError as e:
+                log.error("Failed to read ModelServerConfig file: %s", e)
+                continue
+            if config == self.manager.config:
+                continue
+            try:
+                await self.manager.reload(config)
+            except Exception as e:  # noqa: BLE001 - a bad file must not stop the server
+                log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", e)
+
+
+def run(options: ServerOptions) -> int:
+    """Runs the server until SIGINT/SIGTERM; returns the process exit status."""
+    return asyncio.run(_serve(options))
+
+
+async def _serve(options: ServerOptions) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    server = Server(options)
+    starting = loop.create_task(server.start())
+    stopping = loop.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    status = 0
+    if starting.done() and starting.exception() is not None:
+        log.error("Failed to start server. Error: %s", starting.exception())
+        status = 255
+    elif starting.done():
+        await stopping
+    else:
+        starting.cancel()
+    log.info("Shutting down")
+    stopping.cancel()
+    await server.stop()
+    return status
+
+
+def _bind(server: grpc.aio.Server, address: str) -> int:
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise ServerStartError(f"Could not open the gRPC port {address}: {e}") from None
+    if port == 0:
+        raise ServerStartError(f"Could not open the gRPC port {address}")
+    return port
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

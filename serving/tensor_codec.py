@@ -1,0 +1,827 @@
+"""Conversions between wire formats and numpy arrays: TensorProto, REST JSON tensors, tf.Examples.
+
+Implements the encodings of spec §2.2 (JSON parsing and float output), §2.5 (predict: row
+``instances`` / columnar ``inputs``, dtype rules, ``b64``, ``_bytes`` outputs), §2.6 (JSON examples for
+classify/regress) and §3.3 (TensorProto inputs in either encoding, outputs in typed ``*_val``
+fields). Error messages are those of ``util/json_tensor.cc`` and ``tensorflow/core/framework/tensor.cc``.
+
+JSON request tensors take a numpy fast path for the common all-numeric case and fall back to a
+literal port of ``FillTensorProto``/``AddInstanceItem`` whenever the fast path cannot prove the
+input valid, so every rejection carries the reference server's exact message.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from typing import Any, Mapping
+
+import numpy as np
+import orjson
+import tensorflow as tf
+from tensorflow.core.example import example_pb2, feature_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
+
+from serving.errors import Code, ServingError, invalid_argument
+
+DT = types_pb2.DataType
+
+# DataTypeString() names, used verbatim in the reference server's messages.
+_DTYPE_STRING = {
+    types_pb2.DT_FLOAT: "float",
+    types_pb2.DT_DOUBLE: "double",
+    types_pb2.DT_INT32: "int32",
+    types_pb2.DT_UINT8: "uint8",
+    types_pb2.DT_INT16: "int16",
+    types_pb2.DT_INT8: "int8",
+    types_pb2.DT_STRING: "string",
+    types_pb2.DT_COMPLEX64: "complex64",
+    types_pb2.DT_INT64: "int64",
+    types_pb2.DT_BOOL: "bool",
+    types_pb2.DT_QINT8: "qint8",
+    types_pb2.DT_QUINT8: "quint8",
+    types_pb2.DT_QINT32: "qint32",
+    types_pb2.DT_BFLOAT16: "bfloat16",
+    types_pb2.DT_QINT16: "qint16",
+    types_pb2.DT_QUINT16: "quint16",
+    types_pb2.DT_UINT16: "uint16",
+    types_pb2.DT_COMPLEX128: "complex128",
+    types_pb2.DT_HALF: "half",
+    types_pb2.DT_RESOURCE: "resource",
+    types_pb2.DT_VARIANT: "variant",
+    types_pb2.DT_UINT32: "uint32",
+    types_pb2.DT_UINT64: "uint64",
+}
+
+# dtype -> (TensorProto value field, numpy dtype). Quantized, resource and variant tensors cannot
+# travel through this server (the reference cannot put them in JSON either).
+_PROTO_FIELD = {
+    types_pb2.DT_FLOAT: ("float_val", np.dtype(np.float32)),
+    types_pb2.DT_DOUBLE: ("double_val", np.dtype(np.float64)),
+    types_pb2.DT_INT32: ("int_val", np.dtype(np.int32)),
+    types_pb2.DT_UINT8: ("int_val", np.dtype(np.uint8)),
+    types_pb2.DT_INT16: ("int_val", np.dtype(np.int16)),
+    types_pb2.DT_INT8: ("int_val", np.dtype(np.int8)),
+    types_pb2.DT_UINT16: ("int_val", np.dtype(np.uint16)),
+    types_pb2.DT_INT64: ("int64_val", np.dtype(np.int64)),
+    types_pb2.DT_UINT32: ("uint32_val", np.dtype(np.uint32)),
+    types_pb2.DT_UINT64: ("uint64_val", np.dtype(np.uint64)),
+    types_pb2.DT_BOOL: ("bool_val", np.dtype(np.bool_)),
+    types_pb2.DT_STRING: ("string_val", np.dtype(object)),
+    types_pb2.DT_HALF: ("half_val", np.dtype(np.float16)),
+    types_pb2.DT_BFLOAT16: ("half_val", np.dtype(tf.bfloat16.as_numpy_dtype)),
+    types_pb2.DT_COMPLEX64: ("scomplex_val", np.dtype(np.complex64)),
+    types_pb2.DT_COMPLEX128: ("dcomplex_val", np.dtype(np.complex128)),
+}
+_DTYPE_OF_NUMPY = {np_dtype: dt for dt, (_, np_dtype) in _PROTO_FIELD.items() if dt != types_pb2.DT_BFLOAT16}
+_DTYPE_OF_NUMPY[np.dtype(tf.bfloat16.as_numpy_dtype)] = types_pb2.DT_BFLOAT16
+
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+_UINT32 = (0, 2**32 - 1)
+_UINT64 = (0, 2**64 - 1)
+# JSON integer ranges accepted per dtype (rapidjson IsInt / IsInt64 / IsUint / IsUint64).
+_JSON_INT_RANGE = {
+    types_pb2.DT_INT32: _INT32,
+    types_pb2.DT_INT16: _INT32,
+    types_pb2.DT_INT8: _INT32,
+    types_pb2.DT_UINT8: _INT32,
+    types_pb2.DT_INT64: _INT64,
+    types_pb2.DT_UINT32: _UINT32,
+    types_pb2.DT_UINT64: _UINT64,
+}
+_FLOAT_DTYPES = (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE)
+
+ROW = "row"
+COLUMNAR = "columnar"
+
+
+def dtype_string(dtype: int) -> str:
+    return _DTYPE_STRING.get(dtype, f"unknown dtype enum ({dtype})")
+
+
+def numpy_dtype(dtype: int) -> np.dtype | None:
+    entry = _PROTO_FIELD.get(dtype)
+    return entry[1] if entry else None
+
+
+def dtype_of_array(array: np.ndarray) -> int:
+    if array.dtype.kind in "OSU":
+        return types_pb2.DT_STRING
+    return _DTYPE_OF_NUMPY.get(array.dtype, types_pb2.DT_INVALID)
+
+
+# ============================================================================================
+# TensorProto <-> numpy
+
+
+def array_from_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """``Tensor::FromProto``: either encoding, short value lists repeat their last value.
+
+    Raises ValueError for a proto the reference server would refuse ("tensor parsing error").
+    """
+    entry = _PROTO_FIELD.get(proto.dtype)
+    if entry is None:
+        raise ValueError(f"unsupported dtype {dtype_string(proto.dtype)}")
+    field, np_dtype = entry
+    if proto.tensor_shape.unknown_rank:
+        raise ValueError("unknown rank")
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    if any(size < 0 for size in shape):
+        raise ValueError("negative dimension")
+    count = math.prod(shape)
+    if proto.tensor_content:
+        if proto.dtype == types_pb2.DT_STRING:
+            raise ValueError("string tensor_content is not supported")
+        if len(proto.tensor_content) != count * np_dtype.itemsize:
+            raise ValueError("tensor_content size does not match the shape")
+        return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape)
+    values = getattr(proto, field)
+    if proto.dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
+        flat = np.array(values, dtype=np.uint16).view(np_dtype)
+    elif proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+        pairs = np.array(values, dtype=np.float64)
+        if pairs.size % 2:
+            raise ValueError("odd number of complex components")
+        flat = (pairs[0::2] + 1j * pairs[1::2]).astype(np_dtype)
+    elif proto.dtype == types_pb2.DT_STRING:
+        flat = np.empty(len(values), dtype=object)
+        flat[:] = list(values)
+    else:
+        flat = np.array(values, dtype=np_dtype)
+    if flat.size == count:
+        return flat.reshape(shape)
+    if flat.size > count:
+        raise ValueError("more values than the shape holds")
+    if flat.size == 0:
+        return np.zeros(shape, dtype=np_dtype) if proto.dtype != types_pb2.DT_STRING else _strings(shape, b"")
+    padded = np.empty(count, dtype=np_dtype)
+    padded[: flat.size] = flat
+    padded[flat.size :] = flat[-1]
+    return padded.reshape(shape)
+
+
+def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray, as_tensor_content: bool = False) -> None:
+    """``Tensor::AsProtoField`` (typed ``*_val`` fields) or ``AsProtoTensorContent``."""
+    dtype = dtype_of_array(array)
+    if dtype not in _PROTO_FIELD:
+        raise ServingError(Code.INTERNAL, f"Cannot encode output tensor of numpy dtype {array.dtype}")
+    proto.dtype = dtype
+    dims = proto.tensor_shape.dim
+    for size in array.shape:
+        dims.add(size=size)
+    field = _PROTO_FIELD[dtype][0]
+    if dtype == types_pb2.DT_STRING:
+        proto.string_val.extend(_as_bytes(v) for v in array.ravel())
+    elif as_tensor_content:
+        proto.tensor_content = np.ascontiguousarray(array).tobytes()
+    elif dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
+        proto.half_val.extend(array.ravel().view(np.uint16).tolist())
+    elif dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+        flat = array.ravel()
+        getattr(proto, field).extend(np.stack([flat.real, flat.imag], axis=-1).ravel().tolist())
+    else:
+        getattr(proto, field).extend(array.ravel().tolist())
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+def _strings(shape: tuple[int, ...], fill: bytes) -> np.ndarray:
+    array = np.empty(shape, dtype=object)
+    array.fill(fill)
+    return array
+
+
+# ============================================================================================
+# JSON request parsing (ParseJson, spec §2.2)
+
+
+def parse_json_object(body: bytes) -> dict:
+    """Parses a request body the way rapidjson does for the reference server.
+
+    NaN/Infinity tokens are accepted and trailing bytes after the top-level value are ignored
+    (``kParseNanAndInfFlag | kParseStopWhenDoneFlag``).
+    """
+    if not body:
+        raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = _lenient_loads(body)
+    if not isinstance(doc, dict):
+        raise invalid_argument(f"JSON Value: {debug_string(doc)} Is not object")
+    return doc
+
+
+_INF_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|(-?)Inf(?!inity)')
+
+# Python json messages -> rapidjson GetParseError_En texts.
+_RAPIDJSON_MESSAGES = [
+    ("Expecting value", "Invalid value."),
+    ("Expecting property name enclosed in double quotes", "Missing a name for object member."),
+    ("Expecting ':' delimiter", "Missing a colon after a name of object member."),
+    ("Unterminated string", "Missing a closing quotation mark in string."),
+    ("Invalid control character", "Invalid encoding in string."),
+    ("Invalid \\uXXXX escape", "Incorrect hex digit after \\u escape in string."),
+    ("Invalid \\escape", "Invalid escape character in string."),
+]
+
+
+def _lenient_loads(body: bytes) -> Any:
+    if b"Inf" in body:
+        # rapidjson also accepts "Inf"/"-Inf", Python's json only "Infinity".
+        body = _INF_TOKEN.sub(lambda m: m.group(0) if m.group(0).startswith(b'"') else m.group(1) + b"Infinity", body)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise invalid_argument(f"JSON Parse error: Invalid encoding in string. at offset: {e.start}") from None
+    start = len(text) - len(text.lstrip(" \t\r\n"))
+    if start == len(text):
+        raise invalid_argument(f"JSON Parse error: The document is empty. at offset: {start}")
+    try:
+        doc, _ = json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError as e:
+        offset = len(text[: e.pos].encode("utf-8"))
+        raise invalid_argument(f"JSON Parse error: {_rapidjson_message(e, text)} at offset: {offset}") from None
+    except RecursionError:
+        raise invalid_argument("JSON Parse error: Nesting too deep.") from None
+    return doc
+
+
+def _rapidjson_message(error: json.JSONDecodeError, text: str) -> str:
+    if error.msg == "Expecting ',' delimiter":
+        return (
+            "Missing a comma or '}' after an object member."
+            if _innermost_container(text, error.pos) == "{"
+            else "Missing a comma or ']' after an array element."
+        )
+    for python_message, rapidjson_message in _RAPIDJSON_MESSAGES:
+        if error.msg.startswith(python_message):
+            return rapidjson_message
+    return error.msg + "."
+
+
+def _innermost_container(text: str, end: int) -> str:
+    stack: list[str] = []
+    in_string = escaped = False
+    for ch in text[:end]:
+        if in_string:
+            escaped = not escaped and ch == "\\"
+            in_string = escaped or ch != '"'
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            stack.append(ch)
+        elif ch in "]}" and stack:
+            stack.pop()
+    return stack[-1] if stack else ""
+
+
+def json_type(value: Any) -> str:
+    """rapidjson's type names as used in error messages."""
+    if value is None:
+        return "Null"
+    if value is True:
+        return "True"
+    if value is False:
+        return "False"
+    if isinstance(value, dict):
+        return "Object"
+    if isinstance(value, list):
+        return "Array"
+    if isinstance(value, str):
+        return "String"
+    return "Number"
+
+
+_MAX_DEBUG_STRING = 256
+
+
+class _DebugStringFull(Exception):
+    pass
+
+
+def debug_string(value: Any) -> str:
+    """``JsonValueToDebugString``: rapidjson pretty JSON, single-line arrays, cut at 256 bytes."""
+    out: list[str] = []
+    try:
+        _debug_write(value, 0, out, [0])
+    except _DebugStringFull:
+        pass
+    return "".join(out)[:_MAX_DEBUG_STRING]
+
+
+def _debug_write(value: Any, indent: int, out: list[str], length: list[int]) -> None:
+    def emit(text: str) -> None:
+        out.append(text)
+        length[0] += len(text)
+        if length[0] > _MAX_DEBUG_STRING:
+            raise _DebugStringFull
+
+    if isinstance(value, dict):
+        if not value:
+            emit("{}")
+            return
+        emit("{\n")
+        for i, (key, item) in enumerate(value.items()):
+            emit(" " * (indent + 4) + json.dumps(key) + ": ")
+            _debug_write(item, indent + 4, out, length)
+            emit(",\n" if i + 1 < len(value) else "\n")
+        emit(" " * indent + "}")
+    elif isinstance(value, list):
+        emit("[")
+        for i, item in enumerate(value):
+            if i:
+                emit(", ")
+            _debug_write(item, indent, out, length)
+        emit("]")
+    elif isinstance(value, float):
+        emit(repr(value) if math.isfinite(value) else _format_float(value, np.float64))
+    else:
+        emit(json.dumps(value))
+
+
+# ============================================================================================
+# Predict request JSON -> input arrays (FillPredictRequestFromJson, spec §2.5)
+
+
+def signature_name_from_json(doc: dict) -> str:
+    name = doc.get("signature_name", "")
+    if not isinstance(name, str):
+        raise invalid_argument(
+            f"JSON Value: {debug_string(doc)} not formatted correctly. 'signature_name' key must be a string value."
+        )
+    return name
+
+
+def predict_inputs_from_json(
+    doc: dict, input_dtypes: Mapping[str, int], has_bool_tokens: bool = True
+) -> tuple[dict[str, np.ndarray], str]:
+    """Builds the input arrays of a REST predict request, typed by the signature's input dtypes.
+
+    ``has_bool_tokens`` says whether the body may contain JSON ``true``/``false``; when it cannot,
+    numpy's type inference is enough to prove a numeric input valid (numpy would silently turn a
+    stray boolean into a number, which the reference server rejects).
+    Returns the arrays and the request format (ROW or COLUMNAR).
+    """
+    if "instances" in doc:
+        if "inputs" in doc:
+            raise _both_keys_error(doc)
+        instances = doc["instances"]
+        if not isinstance(instances, list):
+            raise invalid_argument(f"JSON Value: {debug_string(doc)} Expecting 'instances' to be an list/array")
+        if not instances:
+            raise invalid_argument(f"JSON Value: {debug_string(doc)} No values in 'instances' array")
+        return _tensors_from_instances(instances, input_dtypes, has_bool_tokens), ROW
+    if "inputs" in doc:
+        return _tensors_from_inputs(doc["inputs"], input_dtypes, has_bool_tokens), COLUMNAR
+    raise invalid_argument("Missing 'inputs' or 'instances' key")
+
+
+def _both_keys_error(doc: dict) -> ServingError:
+    return invalid_argument(
+        f"JSON Value: {debug_string(doc)} Not formatted correctly expecting only one of 'inputs' or "
+        "'instances' keys to exist "
+    )
+
+
+def _is_b64_object(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _is_named_object(value: Any) -> bool:
+    return isinstance(value, dict) and not _is_b64_object(value)
+
+
+def _tensors_from_instances(
+    instances: list, input_dtypes: Mapping[str, int], has_bool_tokens: bool
+) -> dict[str, np.ndarray]:
+    first = instances[0]
+    if not isinstance(first, dict) and len(input_dtypes) > 1:
+        raise invalid_argument(
+            "instances is a plain list, but expecting list of objects as multiple input tensors required "
+            "as per tensorinfo_map"
+        )
+    if not _is_named_object(first):
+        name = sorted(input_dtypes)[0]
+        array = _fast_array(instances, input_dtypes[name], has_bool_tokens)
+        if array is not None:
+            return {name: array}
+        return _instances_slow(instances, input_dtypes, named=False)
+    names = set(input_dtypes)
+    if all(type(item) is dict and item.keys() == names for item in instances):
+        arrays = {}
+        for name in sorted(names):
+            array = _fast_array([item[name] for item in instances], input_dtypes[name], has_bool_tokens)
+            if array is None:
+                break
+            arrays[name] = array
+        else:
+            return arrays
+    return _instances_slow(instances, input_dtypes, named=True)
+
+
+def _instances_slow(instances: list, input_dtypes: Mapping[str, int], named: bool) -> dict[str, np.ndarray]:
+    """Literal port of FillTensorMapFromInstancesList; produces the reference error messages."""
+    builders: dict[str, _Batch] = {}
+    names = sorted(input_dtypes)
+    for index, item in enumerate(instances):
+        if named:
+            if not _is_named_object(item):
+                raise invalid_argument(f"Expecting object but got list at item {index} of input list")
+            for key, value in item.items():
+                try:
+                    _add_instance(key, value, input_dtypes, builders)
+                except ServingError as e:
+                    raise invalid_argument(
+                        f"Failed to process element: {index} key: {key} of 'instances' list. Error: {e}"
+                    ) from None
+            if set(item) != set(names):
+                raise invalid_argument(
+                    f"Failed to process element: {index} of 'instances' list. JSON object: "
+                    f"{debug_string(item)} keys must be equal to: {','.join(names)}"
+                )
+        else:
+            if _is_named_object(item):
+                raise invalid_argument(f"Expecting value/list but got object at item {index} of input list")
+            try:
+                _add_instance(names[0], item, input_dtypes, builders)
+            except ServingError as e:
+                raise invalid_argument(f"Failed to process element: {index} of 'instances' list. Error: {e}") from None
+    return {name: batch.array(len(instances)) for name, batch in builders.items()}
+
+
+class _Batch:
+    """The instances of one named input collected so far, with the first instance's shape."""
+
+    def __init__(self, dtype: int, shape: tuple[int, ...]):
+        self.dtype = dtype
+        self.shape = shape
+        self.values: list = []
+
+    def array(self, count: int) -> np.ndarray:
+        return _make_array(self.values, (count, *self.shape), self.dtype)
+
+
+def _add_instance(name: str, value: Any, input_dtypes: Mapping[str, int], builders: dict[str, _Batch]) -> None:
+    # AddInstanceItem
+    if name not in input_dtypes:
+        raise invalid_argument(f"JSON object: does not have named input: {name}")
+    dtype = input_dtypes[name]
+    shape = _dense_shape(value)
+    values: list = []
+    _fill(value, 0, shape, dtype, values)
+    batch = builders.get(name)
+    if batch is None:
+        batch = builders[name] = _Batch(dtype, shape)
+    elif math.prod(batch.shape) != len(values):
+        raise invalid_argument(f"Expecting tensor size: {math.prod(batch.shape)} but got: {len(values)}")
+    elif batch.shape != shape:
+        raise invalid_argument(f"Expecting shape {shape_string(batch.shape)} but got: {shape_string(shape)}")
+    batch.values.extend(values)
+
+
+def _tensors_from_inputs(value: Any, input_dtypes: Mapping[str, int], has_bool_tokens: bool) -> dict[str, np.ndarray]:
+    # FillTensorMapFromInputsMap
+    if not _is_named_object(value):
+        if len(input_dtypes) > 1:
+            raise invalid_argument(
+                "inputs is a plain value/list, but expecting an object as multiple input tensors required "
+                "as per tensorinfo_map"
+            )
+        name = sorted(input_dtypes)[0]
+        return {name: _json_tensor(value, input_dtypes[name], has_bool_tokens)}
+    arrays = {}
+    for name in sorted(input_dtypes):
+        if name not in value:
+            raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
+        arrays[name] = _json_tensor(value[name], input_dtypes[name], has_bool_tokens)
+    return arrays
+
+
+def _json_tensor(value: Any, dtype: int, has_bool_tokens: bool) -> np.ndarray:
+    array = _fast_array(value, dtype, has_bool_tokens)
+    if array is not None:
+        return array
+    shape = _dense_shape(value)
+    values: list = []
+    _fill(value, 0, shape, dtype, values)
+    return _make_array(values, shape, dtype)
+
+
+def _fast_array(value: Any, dtype: int, has_bool_tokens: bool) -> np.ndarray | None:
+    """numpy conversion when it is provably what the reference would produce, else None."""
+    if dtype == types_pb2.DT_STRING or (has_bool_tokens and dtype != types_pb2.DT_BOOL):
+        return None
+    try:
+        array = np.array(value)
+    except (ValueError, OverflowError, TypeError):
+        return None
+    kind = array.dtype.kind
+    if dtype == types_pb2.DT_BOOL:
+        return array if kind == "b" else None
+    if dtype in _FLOAT_DTYPES:
+        if kind not in "iuf":
+            return None
+        with np.errstate(over="ignore"):
+            return array.astype(_PROTO_FIELD[dtype][1], copy=False)
+    int_range = _JSON_INT_RANGE.get(dtype)
+    if int_range is None or kind not in "iu":
+        return None
+    if array.size and (array.min() < int_range[0] or array.max() > int_range[1]):
+        return None
+    return array.astype(_PROTO_FIELD[dtype][1], copy=False)
+
+
+def _dense_shape(value: Any) -> tuple[int, ...]:
+    # GetDenseTensorShape: the nesting of the first element at each level.
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return tuple(shape)
+
+
+def _fill(value: Any, level: int, shape: tuple[int, ...], dtype: int, out: list) -> None:
+    # FillTensorProto
+    rank = len(shape)
+    if not isinstance(value, list):
+        if level != rank:
+            raise invalid_argument(
+                f"JSON Value: {debug_string(value)} found at incorrect level: {level + 1} in the JSON DOM. "
+                f"Expected at level: {rank}"
+            )
+        if isinstance(value, dict):
+            if dtype != types_pb2.DT_STRING:
+                raise _type_error(value, dtype)
+            out.append(_decode_b64(value))
+        else:
+            out.append(_json_scalar(value, dtype))
+        return
+    if level >= rank:
+        raise invalid_argument(f"Encountered list at unexpected level: {level} expected < {rank}")
+    if len(value) != shape[level]:
+        raise invalid_argument(
+            f"Encountered list at unexpected size: {len(value)} at level: {level} expected size: {shape[level]}"
+        )
+    for item in value:
+        _fill(item, level + 1, shape, dtype, out)
+
+
+def _json_scalar(value: Any, dtype: int) -> Any:
+    # AddValueToTensor
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if dtype in _FLOAT_DTYPES:
+        if not is_number:
+            raise _type_error(value, dtype)
+        return value
+    if dtype in _JSON_INT_RANGE:
+        low, high = _JSON_INT_RANGE[dtype]
+        if not (is_number and isinstance(value, int) and low <= value <= high):
+            raise _type_error(value, dtype)
+        return value
+    if dtype == types_pb2.DT_STRING:
+        if not isinstance(value, str):
+            raise _type_error(value, dtype)
+        return value.encode("utf-8")
+    if dtype == types_pb2.DT_BOOL:
+        if not isinstance(value, bool):
+            raise _type_error(value, dtype)
+        return value
+    raise ServingError(
+        Code.UNIMPLEMENTED, f"Conversion of JSON Value: {debug_string(value)} to type: {dtype_string(dtype)}"
+    )
+
+
+def _type_error(value: Any, dtype: int) -> ServingError:
+    return invalid_argument(
+        f"JSON Value: {debug_string(value)} Type: {json_type(value)} is not of expected type: {dtype_string(dtype)}"
+    )
+
+
+def _decode_b64(value: Any) -> bytes:
+    if not _is_b64_object(value):
+        raise invalid_argument(f"JSON Value: {debug_string(value)} not formatted correctly for base64 data")
+    text = value["b64"]
+    try:
+        # absl::Base64Unescape accepts the standard alphabet with or without padding.
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_argument("Unable to base64 decode") from None
+
+
+def _make_array(values: list, shape: tuple[int, ...], dtype: int) -> np.ndarray:
+    np_dtype = _PROTO_FIELD[dtype][1]
+    if dtype == types_pb2.DT_STRING:
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+        return array.reshape(shape)
+    if dtype in _JSON_INT_RANGE and dtype != types_pb2.DT_UINT64:
+        # Narrow integer types wrap like the reference's static_cast from int_val.
+        return np.array(values, dtype=np.int64).astype(np_dtype).reshape(shape)
+    with np.errstate(over="ignore"):
+        return np.array(values, dtype=np_dtype).reshape(shape)
+
+
+def shape_string(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(size) for size in shape) + "]"
+
+
+# ============================================================================================
+# Classify/regress request JSON -> tf.Examples (FillClassifyRegressRequestFromJson, spec §2.6)
+
+
+def examples_from_json(doc: dict, method: str) -> tuple[list[example_pb2.Example], example_pb2.Example | None]:
+    """The examples (and optional context) of a REST classify/regress request."""
+    context = None
+    if "context" in doc:
+        context = _example_from_json(doc["context"])
+    if "examples" not in doc:
+        raise invalid_argument(
+            f"JSON Value: {debug_string(doc)} When method is {method}, key 'examples' is expected and was not found"
+        )
+    examples = doc["examples"]
+    if not isinstance(examples, list):
+        raise invalid_argument(f"JSON Value: {debug_string(doc)} Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise invalid_argument(f"JSON Value: {debug_string(doc)} 'examples' value is an empty array")
+    return [_example_from_json(item) for item in examples], context
+
+
+def _example_from_json(value: Any) -> example_pb2.Example:
+    if not isinstance(value, dict):
+        raise invalid_argument(f"Example must be JSON object but got JSON {json_type(value)}")
+    example = example_pb2.Example()
+    features = example.features.feature
+    for name, content in value.items():
+        feature = feature_pb2.Feature()
+        for item in content if isinstance(content, list) else [content]:
+            _add_to_feature(item, name, feature)
+        features[name].CopyFrom(feature)
+    return example
+
+
+def _add_to_feature(value: Any, name: str, feature: feature_pb2.Feature) -> None:
+    # AddValueToFeature. A JSON integer becomes int64, a JSON number with a fraction or exponent
+    # float (rapidjson's Int vs Double); integers outside int64/uint64 parse as doubles there.
+    if value is None or isinstance(value, list) or (isinstance(value, dict) and not _is_b64_object(value)):
+        raise invalid_argument(f"Feature: {name} has element with unexpected JSON type: {json_type(value)}")
+    if isinstance(value, bool):
+        _feature_list(feature, "int64_list", name).append(1 if value else 0)
+    elif isinstance(value, dict):
+        _feature_list(feature, "bytes_list", name).append(_decode_b64(value))
+    elif isinstance(value, str):
+        _feature_list(feature, "bytes_list", name).append(value.encode("utf-8"))
+    elif isinstance(value, int) and _INT64[0] <= value <= _UINT64[1]:
+        if value > _INT64[1]:
+            raise invalid_argument(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
+        _feature_list(feature, "int64_list", name).append(value)
+    else:
+        _feature_list(feature, "float_list", name).append(float(value))
+
+
+_KIND_STRING = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64", None: "UNKNOWN"}
+
+
+def _feature_list(feature: feature_pb2.Feature, kind: str, name: str):
+    current = feature.WhichOneof("kind")
+    if current not in (None, kind):
+        raise invalid_argument(f"Unexpected element type in feature: {name} expecting type: {_KIND_STRING[current]}")
+    return getattr(feature, kind).value
+
+
+# ============================================================================================
+# Responses -> JSON (MakeJsonFromTensors and friends)
+
+
+def predict_response_json(outputs: Mapping[str, np.ndarray], request_format: str) -> bytes:
+    if not outputs:
+        raise invalid_argument("Cannot convert empty tensor map to JSON")
+    names = sorted(outputs)
+    if request_format == ROW:
+        batch_size = -1
+        for name in names:
+            array = outputs[name]
+            if array.ndim == 0:
+                raise invalid_argument(f"Tensor name: {name} has no shape information ")
+            if batch_size >= 0 and array.shape[0] != batch_size:
+                raise invalid_argument(
+                    f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: {batch_size}"
+                )
+            batch_size = array.shape[0]
+        encoded = {name: _jsonable(name, outputs[name]) for name in names}
+        if len(names) == 1:
+            body: Any = encoded[names[0]]
+        else:
+            body = [{name: encoded[name][row] for name in names} for row in range(batch_size)]
+        return _dumps({"predictions": body}, outputs.values())
+    encoded = {name: _jsonable(name, outputs[name]) for name in names}
+    body = encoded[names[0]] if len(names) == 1 else encoded
+    return _dumps({"outputs": body}, outputs.values())
+
+
+def classify_response_json(classifications: list[list[tuple[str, np.float32]]]) -> bytes:
+    if not classifications:
+        raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
+    results = [[[label, score] for label, score in classes] for classes in classifications]
+    scores = [np.array([score for classes in classifications for _, score in classes], dtype=np.float32)]
+    return _dumps({"results": results}, scores)
+
+
+def regress_response_json(values: np.ndarray) -> bytes:
+    if values.size == 0:
+        raise invalid_argument("Cannot convert empty RegressionResults to JSON")
+    return _dumps({"results": values}, [values])
+
+
+def error_json(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+# AddSingleValueAndAdvance writes only these dtypes.
+_JSON_WRITABLE = {
+    types_pb2.DT_FLOAT,
+    types_pb2.DT_DOUBLE,
+    types_pb2.DT_INT32,
+    types_pb2.DT_INT16,
+    types_pb2.DT_INT8,
+    types_pb2.DT_UINT8,
+    types_pb2.DT_STRING,
+    types_pb2.DT_INT64,
+    types_pb2.DT_BOOL,
+    types_pb2.DT_UINT32,
+    types_pb2.DT_UINT64,
+}
+
+
+def _jsonable(name: str, array: np.ndarray) -> Any:
+    """An array in a form orjson writes as the reference does (strings decoded or base64)."""
+    dtype = dtype_of_array(array)
+    if dtype not in _JSON_WRITABLE:
+        raise invalid_argument(f"Failed to write JSON value for tensor type: {dtype_string(dtype)}")
+    if dtype != types_pb2.DT_STRING:
+        array = np.asarray(array)
+        # orjson writes C-contiguous arrays and numpy scalars (which keep float32 short).
+        return array[()] if array.ndim == 0 else np.ascontiguousarray(array)
+    if name.endswith("_bytes"):
+        convert = lambda v: {"b64": base64.b64encode(_as_bytes(v)).decode("ascii")}  # noqa: E731
+    else:
+        # JSON text must be Unicode; undecodable bytes become U+FFFD (the reference writes them raw).
+        convert = lambda v: _as_bytes(v).decode("utf-8", "replace")  # noqa: E731
+    return _map_nested(array.tolist(), convert)
+
+
+def _map_nested(value: Any, convert) -> Any:
+    if isinstance(value, list):
+        return [_map_nested(item, convert) for item in value]
+    return convert(value)
+
+
+_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _dumps(document: Any, arrays) -> bytes:
+    if all(_all_finite(a) for a in arrays):
+        return orjson.dumps(document, option=_ORJSON_OPTIONS)
+    # orjson writes NaN/Infinity as null; the reference writes the bare tokens (spec §2.2).
+    return _dumps_non_finite(document).encode("utf-8")
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    return array.dtype.kind != "f" or bool(np.isfinite(array).all())
+
+
+def _dumps_non_finite(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{_dumps_non_finite(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_dumps_non_finite(v) for v in value) + "]"
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            return _dumps_non_finite(value[()])
+        return "[" + ",".join(_dumps_non_finite(v) for v in value) + "]"
+    if isinstance(value, (np.floating, float)):
+        return _format_float(float(value), np.float32 if isinstance(value, np.float32) else np.float64)
+    if isinstance(value, np.generic):
+        return json.dumps(value.item())
+    return json.dumps(value)
+
+
+def _format_float(value: float, np_type) -> str:
+    """``WriteDecimal``: 6 significant digits if they round-trip, else full precision; NaN/Infinity bare."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "-Infinity" if value < 0 else "Infinity"
+    text = "%g" % value
+    if np_type(text) != np_type(value):
+        text = ("%.9g" if np_type is np.float32 else "%.17g") % value
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text
