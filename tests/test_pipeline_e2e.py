@@ -11,11 +11,10 @@ import os
 import pytest
 import tensorflow as tf
 from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.config import load_config
 from pipeline.modules import features
 from pipeline.run_report import collect, latest_run_id
-from tests.helpers import PENGUINS_DIR, run_tfxsp
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -23,42 +22,31 @@ UPSTREAM = ["CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "
             "Trainer"]
 
 
-class PipelineRuns:
-    def __init__(self, root):
-        self.root = root
-        self.base_args = ["--set", f"data_root={PENGUINS_DIR}", "--set", "tfx_root=runs"]
-        self.config = load_config({"data_root": str(PENGUINS_DIR),
-                                   "tfx_root": str(root / "runs")}, environ={})
-        self.results = {}
+def _report(runs):
+    store = metadata_store.MetadataStore(runs.config.metadata_connection_config())
+    return collect(store, latest_run_id(store, runs.config.pipeline_name))
 
-    def run(self, name, *extra):
-        self.results[name] = run_tfxsp(["run", *self.base_args, *extra], cwd=self.root)
-        return self.results[name]
 
-    def report(self):
-        store = metadata_store.MetadataStore(self.config.metadata_connection_config())
-        return collect(store, latest_run_id(store, self.config.pipeline_name))
-
-    def versions(self):
-        return sorted(os.listdir(self.config.serving_model_dir))
+def _versions(runs):
+    return sorted(d for d in os.listdir(runs.config.serving_model_dir) if d.isdigit())
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    return PipelineRuns(tmp_path_factory.mktemp("pipeline"))
+def runs(pipeline_runs):
+    return pipeline_runs
 
 
 def _output(result):
     return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr[-5000:]}"
 
 
-def test_first_run_blesses_and_pushes(runs):
-    result = runs.run("first")
+def test_first_run_blesses_pushes_and_proves_the_model_live(runs):
+    result = runs.results["first"]
     assert result.returncode == 0, _output(result)
-    report = runs.report()
+    report = _report(runs)
     assert {n.node_id: n.state for n in report.nodes} == {
         **{n: "complete" for n in UPSTREAM}, "latest_blessed_model_resolver": "complete",
-        "Evaluator": "complete", "Pusher": "complete"}
+        "Evaluator": "complete", "Pusher": "complete", "ServingValidator": "complete"}
     assert report.blessed is True
     assert report.accuracy["Overall"] >= 0.9
     assert {"species=Adelie", "species=Gentoo", "species=Chinstrap", "island=Biscoe",
@@ -66,11 +54,36 @@ def test_first_run_blesses_and_pushes(runs):
     assert report.pushed and report.pushed_version.isdigit()
     assert report.pushed_destination == os.path.join(runs.config.serving_model_dir,
                                                       report.pushed_version)
-    assert runs.versions() == [report.pushed_version]
+    assert _versions(runs) == [report.pushed_version]
     # The summary a person reads names the blessing, the accuracy and the pushed version.
     assert "Blessing: blessed" in result.stdout
     assert f"Pushed: version {report.pushed_version}" in result.stdout
     assert "▶ Trainer" in result.stdout and "INFO:absl" not in result.stdout + result.stderr
+
+
+def test_first_run_records_the_serving_validation_linked_to_the_push(runs):
+    report = _report(runs)
+    store = metadata_store.MetadataStore(runs.config.metadata_connection_config())
+    [validation] = store.get_artifacts_by_type("ServingValidation")
+    assert validation.properties["blessed"].int_value == 1
+    assert validation.properties["outcome"].string_value == "passed"
+    assert validation.properties["probed_version"].int_value == int(report.pushed_version)
+    for api in ("rest", "grpc"):
+        assert 0 < validation.properties[f"{api}_p50_ms"].double_value <= \
+            validation.properties[f"{api}_p99_ms"].double_value
+    # Linked in MLMD: the execution that wrote it read the PushedModel of this push.
+    [output_event] = store.get_events_by_artifact_ids([validation.id])
+    inputs = [e.artifact_id for e in store.get_events_by_execution_ids([output_event.execution_id])
+              if e.type == metadata_store_pb2.Event.INPUT]
+    pushed = [a for a in store.get_artifacts_by_id(inputs) if a.type == "PushedModel"]
+    assert [p.custom_properties["pushed_version"].string_value for p in pushed] == \
+        [report.pushed_version]
+    # The summary proves the model live and shows how to query it.
+    stdout = runs.results["first"].stdout
+    assert "Serving validation: passed" in stdout
+    assert f"curl -d '" in stdout and f"/v1/models/{runs.config.model_name}:predict" in stdout
+    assert '"classes"' in stdout  # the live answer to that curl command
+    assert "stub.Predict(request" in stdout
 
 
 def _eval_examples(config):
@@ -90,7 +103,7 @@ def _value(example, key):
 
 def test_pushed_model_classifies_the_eval_split(runs):
     assert runs.results.get("first") is not None and runs.results["first"].returncode == 0
-    version = runs.versions()[-1]
+    version = _versions(runs)[-1]
     model = tf.saved_model.load(os.path.join(runs.config.serving_model_dir, version))
     assert {"serving_default", "serving_raw", "transform_features"} <= set(model.signatures)
 
@@ -117,19 +130,19 @@ def test_pushed_model_classifies_the_eval_split(runs):
 def test_rerun_with_nothing_changed_reuses_the_cache(runs):
     result = runs.run("second")
     assert result.returncode == 0, _output(result)
-    states = {n.node_id: n.state for n in runs.report().nodes}
+    states = {n.node_id: n.state for n in _report(runs).nodes}
     assert {n: states[n] for n in UPSTREAM} == {n: "cached" for n in UPSTREAM}
 
 
 def test_unreachable_threshold_is_not_blessed_and_pushes_nothing(runs):
-    versions_before = runs.versions()
+    versions_before = _versions(runs)
     # A barely trained model cannot reach 100% accuracy.
     result = runs.run("unreachable", "--set", "min_accuracy=1.0", "--set", "train_steps=2",
                       "--set", "epochs=1")
     assert result.returncode == 3, _output(result)
-    report = runs.report()
+    report = _report(runs)
     assert report.blessed is False and not report.pushed
-    assert runs.versions() == versions_before
+    assert _versions(runs) == versions_before
     assert "not blessed, not pushed" in result.stdout
     assert "sparse_categorical_accuracy" in result.stdout
     assert any("sparse_categorical_accuracy" in f for f in report.validation_failures)

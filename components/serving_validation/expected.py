@@ -62,7 +62,8 @@ def probe_inputs(model: Artifact, examples: Artifact, signature_names: List[str]
                              f"{sorted(loaded.signatures)}")
         signature = loaded.signatures[name]
         specs = signature.structured_input_signature[1]
-        if _takes_serialized_examples(signature):
+        binary = _takes_serialized_examples(signature)
+        if binary:
             inputs = {next(iter(specs)): np.array(serialized, dtype=object)}
         else:
             inputs = _raw_inputs(serialized, specs)
@@ -70,5 +71,5 @@ def probe_inputs(model: Artifact, examples: Artifact, signature_names: List[str]
             raise ValueError(f"none of the {len(serialized)} eval examples has every input of "
                              f"signature '{name}'")
         outputs = signature(**{k: tf.constant(v) for k, v in inputs.items()})
-        probes.append(ProbeInput(name, inputs, {k: v.numpy() for k, v in outputs.items()}))
+        probes.append(ProbeInput(name, inputs, {k: v.numpy() for k, v in outputs.items()}, binary))
     return probes

@@ -37,6 +37,7 @@ class ProbeInput:
     signature: str
     inputs: Dict[str, np.ndarray]  # input name -> batch of values (bytes for serialized examples)
     expected: Dict[str, np.ndarray]  # output name -> batch of values
+    binary: bool = False  # inputs are serialized tf.Examples: REST sends them as {"b64": ...}
 
 
 class ServingClient:
@@ -169,15 +170,18 @@ def check_metadata(client: ServingClient, version: int, signatures: List[str]) -
                            f"signatures {missing} are missing; the model has {served}")
 
 
-def _rest_value(value: Any) -> Any:
-    return {"b64": base64.b64encode(value).decode()} if isinstance(value, bytes) else value
+def _rest_value(value: Any, binary: bool) -> Any:
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, bytes):
+        return {"b64": base64.b64encode(value).decode()} if binary else value.decode()
+    return value
 
 
 def rest_bodies(probe: ProbeInput) -> Dict[str, Dict[str, Any]]:
     """The same inputs in TF Serving's row ("instances") and columnar ("inputs") formats."""
     size = len(next(iter(probe.inputs.values())))
-    rows = [{name: _rest_value(values[i].item() if hasattr(values[i], "item") else values[i])
-             for name, values in probe.inputs.items()} for i in range(size)]
+    rows = [{name: _rest_value(values[i], probe.binary) for name, values in probe.inputs.items()}
+            for i in range(size)]
     columns = {name: [r[name] for r in rows] for name in probe.inputs}
     return {"row": {"signature_name": probe.signature, "instances": rows},
             "columnar": {"signature_name": probe.signature, "inputs": columns}}
@@ -253,7 +257,8 @@ def check_predictions(client: ServingClient, version: int, probe: ProbeInput,
 def measure_latency(client: ServingClient, version: int, probe: ProbeInput, requests_n: int
                     ) -> Dict[str, Dict[str, float]]:
     """p50/p99 in ms of single-example REST and gRPC predicts, after one warm-up call each."""
-    single = ProbeInput(probe.signature, {k: v[:1] for k, v in probe.inputs.items()}, {})
+    single = ProbeInput(probe.signature, {k: v[:1] for k, v in probe.inputs.items()}, {},
+                        probe.binary)
     body = rest_bodies(single)["row"]
     timings: Dict[str, List[float]] = {"rest": [], "grpc": []}
     for i in range(requests_n + 1):

@@ -1,0 +1,40 @@
+"""Session fixtures: one real pipeline run that several test modules build on."""
+import socket
+
+import pytest
+
+from pipeline.config import load_config
+from tests.helpers import PENGUINS_DIR, run_tfxsp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PipelineRuns:
+    """`tfxsp run` in one temporary folder, with its own serving ports, any number of times."""
+
+    def __init__(self, root):
+        self.root = root
+        self.grpc_port, self.rest_port = free_port(), free_port()
+        overrides = {"data_root": str(PENGUINS_DIR), "tfx_root": str(root / "runs"),
+                     "grpc_port": str(self.grpc_port), "rest_port": str(self.rest_port),
+                     "serving_validation": "true"}
+        self.base_args = [arg for key, value in overrides.items()
+                          for arg in ("--set", f"{key}={value}")]
+        self.config = load_config(overrides, environ={})
+        self.results = {}
+
+    def run(self, name, *extra):
+        self.results[name] = run_tfxsp(["run", *self.base_args, *extra], cwd=self.root)
+        return self.results[name]
+
+
+@pytest.fixture(scope="session")
+def pipeline_runs(tmp_path_factory) -> PipelineRuns:
+    """A pipeline folder whose first run (blessed, pushed, probed) has happened."""
+    runs = PipelineRuns(tmp_path_factory.mktemp("pipeline"))
+    runs.run("first")
+    return runs
