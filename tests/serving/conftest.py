@@ -34,7 +34,7 @@ class Spin(tf.Module):
     def spin(self, x):
         start = tf.timestamp()
         seconds = tf.cast(tf.reduce_max(x), tf.float64)
-        end = tf.while_loop(lambda t: t < start + seconds, lambda t: tf.timestamp(), [start])
+        end = tf.while_loop(lambda t: t < start + seconds, lambda t: tf.timestamp(), [start])[0]
         return {"y": x + tf.cast(end - end, tf.float32)}
 
 
