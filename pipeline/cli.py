@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from typing import Iterator, Optional
 
 import click
@@ -53,37 +54,38 @@ def run(set_items: tuple[str, ...], verbose: bool) -> None:
         console.print_error("Input error:", f"{e} Nothing was run or pushed.")
         sys.exit(EXIT_BAD_INPUT)
 
-    from pipeline import local_runner, run_report
     console.console.print(f"Running pipeline [bold]{config.pipeline_name}[/] "
                           f"(data: {config.data_dir}, outputs: {config.pipeline_root})")
+    log_path = None if verbose else os.path.join(
+        config.pipeline_root, "logs", time.strftime("run-%Y%m%d-%H%M%S.log"))
     error, answer = None, None
-    with _model_server(config) as started_here:
-        with console.ComponentProgress(verbose):
-            try:
-                local_runner.run(config)
-            except Exception as e:  # noqa: BLE001 - any component error ends the run with a report
-                error = e
-        store = run_report.open_store(config.metadata_connection_config())
-        run_id = run_report.latest_run_id(store, config.pipeline_name)
-        report = run_report.collect(store, run_id) if run_id else None
-        validation = (report.serving_validation or {}) if report else {}
-        if validation.get("state") == "passed":
-            answer = _ask_live_model(config)
+    with console.output_to_file(log_path) if log_path else contextlib.nullcontext():
+        from pipeline import local_runner, run_report
+        with _model_server(config) as started_here:
+            with console.ComponentProgress():
+                try:
+                    local_runner.run(config)
+                except Exception as e:  # noqa: BLE001 - a component error ends the run, reported
+                    error = e
+            store = run_report.open_store(config.metadata_connection_config())
+            run_id = run_report.latest_run_id(store, config.pipeline_name)
+            report = run_report.collect(store, run_id) if run_id else None
+            validation = (report.serving_validation or {}) if report else {}
+            if validation.get("state") == "passed":
+                answer = _ask_live_model(config)
 
     if report:
-        console.print_summary(report, config)
+        console.print_summary(report, config, log_path, answer, server_stays=not started_here)
     if error is not None:
         failed = ", ".join(report.failed_nodes) if report and report.failed_nodes else "the run"
-        console.print_error(f"{failed} failed:", f"{type(error).__name__}: {error}"
-                            + ("" if verbose else " (run with -v for the full logs)"))
+        console.print_error(f"{failed} failed:", console.describe_error(error)
+                            + (f" (full logs: {log_path})" if log_path else ""))
         sys.exit(EXIT_FAILED)
     if report is None or not report.blessed:
         sys.exit(EXIT_NOT_BLESSED)
     if validation.get("state") == "failed":
         console.print_error("Serving validation failed:", validation["reason"])
         sys.exit(EXIT_NOT_SERVED)
-    if validation.get("state") == "passed":
-        console.print_query_commands(config, answer, server_stays=not started_here)
 
 
 @contextlib.contextmanager
@@ -171,6 +173,8 @@ def tensorboard(set_items: tuple[str, ...], port: int, host: str) -> None:
                           f"http://{host}:{port}/")
     os.execv(sys.executable, [sys.executable, "-m", "tensorboard.main", "--logdir_spec",
                               logdir_spec, "--host", host, "--port", str(port)])
+
+
 
 
 def main() -> None:

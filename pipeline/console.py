@@ -2,12 +2,14 @@
 and by default none of TFX's, Beam's and TensorFlow's log noise (`-v` shows all of it)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
 import time
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from rich.console import Console
 from rich.table import Table
@@ -20,6 +22,40 @@ if TYPE_CHECKING:  # run_report imports TensorFlow, which must wait until quiet_
 console = Console(highlight=False)
 
 
+@contextlib.contextmanager
+def output_to_file(log_path: str) -> Iterator[None]:
+    """Sends everything written to file descriptors 1 and 2 to `log_path` (TensorFlow's C++ logs,
+    Beam's and the module-file wheel build's output included); this console keeps the terminal."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    terminal = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    saved = os.dup(1), os.dup(2)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    previous_file = console.file
+    console.file = terminal
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    # Python logging (TFX's, Beam's) goes to the log file too, in full.
+    root = logging.getLogger()
+    previous_level = root.level
+    root.setLevel(logging.INFO)
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, log_fd):
+            os.close(fd)
+        console.file = previous_file
+        root.setLevel(previous_level)
+        terminal.close()
+
+
 def quiet_logs(verbose: bool) -> None:
     """Must run before TensorFlow is imported: TF_CPP_MIN_LOG_LEVEL is read once, at import."""
     if verbose:
@@ -27,18 +63,14 @@ def quiet_logs(verbose: bool) -> None:
         logging.basicConfig(level=logging.INFO)
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    os.environ.setdefault("PIP_QUIET", "1")  # TFX pip-installs the packaged module files
     warnings.filterwarnings("ignore")
-    logging.getLogger().setLevel(logging.ERROR)
 
 
 class ComponentProgress(logging.Handler):
     """Turns LocalDagRunner's 'Component X is running/finished.' log records into progress lines."""
 
-    def __init__(self, verbose: bool) -> None:
+    def __init__(self) -> None:
         super().__init__(level=logging.INFO)
-        self._verbose = verbose
         self._started: dict[str, float] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -61,8 +93,6 @@ class ComponentProgress(logging.Handler):
         # from here on. Keep INFO while the run lasts; honour the last request afterwards.
         logger.setLevel = self._remember_level
         logger.addHandler(self)
-        # Quiet: these INFO records reach our handler only, not the handlers that print them all.
-        logger.propagate = self._verbose
         return self
 
     def _remember_level(self, level: int) -> None:
@@ -71,7 +101,6 @@ class ComponentProgress(logging.Handler):
     def __exit__(self, *exc_info) -> None:
         logger = logging.getLogger("absl")
         logger.removeHandler(self)
-        logger.propagate = True
         del logger.setLevel  # back to logging.Logger.setLevel
         logger.setLevel(self._requested_level)
 
@@ -79,7 +108,8 @@ class ComponentProgress(logging.Handler):
 _STATE_STYLE = {"complete": "green", "cached": "blue", "failed": "bold red"}
 
 
-def print_summary(report: "RunReport", config: PipelineConfig) -> None:
+def print_summary(report: "RunReport", config: PipelineConfig, log_path: str | None,
+                  live_answer: str | None = None, server_stays: bool = True) -> None:
     console.print(f"\n[bold]Pipeline run[/] {report.run_id} ({config.pipeline_name})")
     table = Table()
     table.add_column("Component")
@@ -105,6 +135,8 @@ def print_summary(report: "RunReport", config: PipelineConfig) -> None:
                       f"{report.pushed_destination}")
     if report.serving_validation:
         _print_serving_validation(report.serving_validation)
+        if report.serving_validation["state"] == "passed":
+            _print_query_commands(config, live_answer, server_stays)
     console.print("[bold]Next:[/]")
     console.print("  TensorBoard:  make tensorboard   (or: tfxsp tensorboard)")
     console.print(f"  Metadata:     {config.metadata_url or config.metadata_path}")
@@ -159,7 +191,7 @@ def query_commands(config: PipelineConfig) -> tuple[str, str]:
     return curl, python
 
 
-def print_query_commands(config: PipelineConfig, answer: str | None, server_stays: bool) -> None:
+def _print_query_commands(config: PipelineConfig, answer: str | None, server_stays: bool) -> None:
     curl, python = query_commands(config)
     console.print("[bold]Query the live model[/] (REST, then gRPC):")
     console.print(curl, soft_wrap=True)
@@ -169,6 +201,16 @@ def print_query_commands(config: PipelineConfig, answer: str | None, server_stay
     if not server_stays:
         console.print("[dim]The model server started for this run has stopped; "
                       "'make serve' serves the model again.[/]")
+
+
+def describe_error(error: BaseException) -> str:
+    """The error and what caused it: TFX wraps a module file's ImportError, for one."""
+    parts, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        parts.append(f"{type(error).__name__}: {error}")
+        error = error.__cause__ or error.__context__
+    return " <- caused by ".join(parts)
 
 
 def print_error(title: str, message: str) -> None:
