@@ -60,7 +60,7 @@ class PipelineConfig:
     serving_host: str = "127.0.0.1"
     grpc_port: int = 8500
     rest_port: int = 8501
-    serving_validation: bool = False
+    serving_validation: bool = True
     probe_examples: int = 16  # eval examples sent per signature and API
     probe_deadline_s: float = 60.0  # how long to wait for the pushed version to be AVAILABLE
     probe_tolerance: float = 1e-5  # max abs difference between served and in-process outputs
