@@ -91,6 +91,10 @@ def start_server(
         kind, reason = choose_kind()
     elif kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    elif kind == "binary" and not shutil.which(BINARY):
+        raise ServerStartError(f"kind='binary' was requested but there is no {BINARY} on PATH")
+    elif kind == "docker" and not shutil.which("docker"):
+        raise ServerStartError("kind='docker' was requested but there is no docker command on PATH")
     else:
         reason = "requested"
     base_path = os.path.abspath(model_base_path)

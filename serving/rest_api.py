@@ -12,6 +12,7 @@ refused with 413 and a JSON error.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
@@ -69,12 +70,17 @@ class RestApi:
         self._metrics = metrics
         self._options = options
 
-    def application(self) -> web.Application:
-        app = web.Application(client_max_size=self._options.max_body_bytes)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        return app
+    def server(self) -> web.Server:
+        """A low-level aiohttp server: every request reaches ``_handle``, which routes as TF Serving does."""
+        max_body_bytes = self._options.max_body_bytes
 
-    async def _handle(self, request: web.Request) -> web.Response:
+        def make_request(message, payload, protocol, writer, task) -> web.BaseRequest:
+            return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop(),
+                                   client_max_size=max_body_bytes)
+
+        return web.Server(self._handle, request_factory=make_request)
+
+    async def _handle(self, request: web.BaseRequest) -> web.Response:
         path = request.raw_path
         prometheus_path = self._options.prometheus_path
         if prometheus_path is not None and request.path == prometheus_path:
@@ -105,7 +111,7 @@ class RestApi:
         self._metrics.request(label, api, "REST", status, time.perf_counter() - start)
         return response
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
         try:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -190,7 +196,7 @@ class _TooLarge(ServingError):
         return 413
 
 
-def _unexpected(error: Exception, request: web.Request) -> ServingError:
+def _unexpected(error: Exception, request: web.BaseRequest) -> ServingError:
     log.exception("Unexpected error serving %s %s", request.method, request.raw_path, exc_info=error)
     return from_exception(error)
 

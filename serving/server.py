@@ -51,7 +51,7 @@ class Server:
         self.manager = ModelManager(options.manager, self.metrics)
         self._inference = Inference(runner, self.metrics, options.enable_signature_method_name_check)
         self._grpc: grpc.aio.Server | None = None
-        self._rest: web.AppRunner | None = None
+        self._rest: web.ServerRunner | None = None
         self._config_poller: asyncio.Task | None = None
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
@@ -102,7 +102,7 @@ class Server:
     async def _start_rest(self) -> None:
         options = self._options
         api = RestApi(self.manager, self._inference, self.metrics, options.rest)
-        runner = web.AppRunner(api.application(), access_log=None, handle_signals=False)
+        runner = web.ServerRunner(api.server(), handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, options.bind_address, options.rest_api_port)
         try:

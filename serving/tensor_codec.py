@@ -580,7 +580,7 @@ def _json_scalar(value: Any, dtype: int) -> Any:
     if dtype in _FLOAT_DTYPES:
         if not is_number:
             raise _type_error(value, dtype)
-        return value
+        return _as_double(value)
     if dtype in _JSON_INT_RANGE:
         low, high = _JSON_INT_RANGE[dtype]
         if not (is_number and isinstance(value, int) and low <= value <= high):
@@ -597,6 +597,14 @@ def _json_scalar(value: Any, dtype: int) -> Any:
     raise ServingError(
         Code.UNIMPLEMENTED, f"Conversion of JSON Value: {debug_string(value)} to type: {dtype_string(dtype)}"
     )
+
+
+def _as_double(value: int | float) -> float:
+    # rapidjson parses a JSON integer beyond uint64 as a double and refuses one beyond double range.
+    try:
+        return float(value)
+    except OverflowError:
+        raise invalid_argument("JSON Parse error: Number too big to be stored in double.") from None
 
 
 def _type_error(value: Any, dtype: int) -> ServingError:
@@ -683,7 +691,7 @@ def _add_to_feature(value: Any, name: str, feature: feature_pb2.Feature) -> None
             raise invalid_argument(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
         _feature_list(feature, "int64_list", name).append(value)
     else:
-        _feature_list(feature, "float_list", name).append(float(value))
+        _feature_list(feature, "float_list", name).append(_as_double(value))
 
 
 _KIND_STRING = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64", None: "UNKNOWN"}

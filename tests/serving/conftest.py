@@ -45,6 +45,21 @@ def export_spin(base_path: str, version: int = 1) -> str:
     return path
 
 
+class BatchSize(tf.Module):
+    """Answers, for every row of ``x``, how many rows the model was called with (shows batching)."""
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=None, dtype=tf.float32, name="x")])
+    def rows(self, x):
+        return {"y": tf.zeros_like(x) + tf.cast(tf.shape(x)[0], tf.float32)}
+
+
+def export_batch_size(base_path: str, version: int = 1) -> str:
+    model = BatchSize()
+    path = os.path.join(base_path, str(version))
+    tf.saved_model.save(model, path, signatures={"serving_default": model.rows})
+    return path
+
+
 @pytest.fixture(scope="session")
 def saved_half_plus_two(tmp_path_factory) -> dict[float, str]:
     """Saved half_plus_two variants by ``b`` (copied into base paths by the tests that need them)."""
