@@ -114,7 +114,8 @@ class GrpcApi:
             spec = _model_spec(request)
             with self._acquire(spec) as handle:
                 signature = self._inference.predict_signature(handle.servable, spec.signature_name)
-                plan = self._inference.plan_predict(signature, request.inputs.keys(), list(request.output_filter))
+                plan = self._inference.plan_predict(handle.servable, signature, request.inputs.keys(),
+                                                    request.output_filter)
                 inputs = {alias: _array(alias, proto) for alias, proto in request.inputs.items()}
                 outputs = await self._inference.predict(handle.servable, plan, inputs, _deadline(context))
                 response = predict_pb2.PredictResponse()

@@ -27,6 +27,9 @@ from serving.monitoring import Metrics
 from serving.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, PREDICT_METHOD, REGRESS_METHOD, Servable, Signature
 
 
+_MAX_PLANS = 1024
+
+
 class Runner(Protocol):
     async def run(self, servable: Servable, feed_names: Sequence[str], feed_values: Sequence[np.ndarray],
                   fetch_names: Sequence[str], deadline: float | None) -> list[np.ndarray]: ...
@@ -75,16 +78,28 @@ class Inference:
             raise failed_precondition(f'Serving signature key "{signature_name or DEFAULT_SIGNATURE}" not found.')
         return signature
 
-    def plan_predict(self, signature: Signature, request_aliases: Collection[str],
+    def plan_predict(self, servable: Servable, signature: Signature, request_aliases: Collection[str],
                      output_filter: Sequence[str] = ()) -> PredictPlan:
-        """VerifySignature, VerifyRequestInputsSize, GetInputValues' alias checks, output filter."""
+        """VerifySignature, VerifyRequestInputsSize, GetInputValues' alias checks, output filter.
+
+        A valid plan is remembered per servable: clients repeat the same request shape.
+        """
+        key = (signature.key, frozenset(request_aliases), tuple(output_filter))
+        plan = servable.plans.get(key)
+        if plan is None:
+            plan = self._plan_predict(signature, key[1], key[2])
+            if len(servable.plans) >= _MAX_PLANS:
+                servable.plans.clear()
+            servable.plans[key] = plan
+        return plan
+
+    def _plan_predict(self, signature: Signature, requested: frozenset[str], output_filter: tuple[str, ...]) -> PredictPlan:
         if self._method_name_check and signature.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
             raise ServingError(
                 Code.INTERNAL,
                 "Expected prediction signature method_name to be one of {"
                 f"{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: {signature.method_name}",
             )
-        requested = set(request_aliases)
         expected = set(signature.inputs)
         if len(requested) > len(expected) or (len(requested) < len(expected) and not signature.defaults):
             raise invalid_argument(

@@ -107,23 +107,50 @@ class _Version:
 
 class _Model:
     def __init__(self, entry: config_lib.ModelEntry):
-        self.entry = entry
+        self._entry = entry
         self.versions: dict[str, _Version] = {}  # by path
-        self.listing: dict[int, tuple[str, _DirState]] = {}  # last scan: number -> (path, dir state)
+        self._listing: dict[int, tuple[str, _DirState]] = {}  # last scan: number -> (path, dir state)
         self.listed = False
         self.missing_base_path_logged = False
         self.removed = False
+        self._serving: list[_Version] | None = None
+
+    @property
+    def entry(self) -> config_lib.ModelEntry:
+        return self._entry
+
+    @entry.setter
+    def entry(self, entry: config_lib.ModelEntry) -> None:
+        self._entry = entry
+        self._serving = None
+
+    @property
+    def listing(self) -> dict[int, tuple[str, _DirState]]:
+        return self._listing
+
+    @listing.setter
+    def listing(self, listing: dict[int, tuple[str, _DirState]]) -> None:
+        self._listing = listing
+        self._serving = None
 
     @property
     def aspired_paths(self) -> set[str]:
-        chosen = self.entry.policy.select(list(self.listing))
-        return {self.listing[n][0] for n in chosen}
+        chosen = self._entry.policy.select(list(self._listing))
+        return {self._listing[n][0] for n in chosen}
 
     def serving(self) -> list[_Version]:
-        """AVAILABLE versions, highest first; aspired ones win over stale ones of equal number."""
-        aspired = self.aspired_paths
-        available = [v for v in self.versions.values() if v.state == State.AVAILABLE]
-        return sorted(available, key=lambda v: (v.number, v.path in aspired), reverse=True)
+        """AVAILABLE versions, highest first; aspired ones win over stale ones of equal number.
+
+        Computed once per change (every request asks), see ``changed``.
+        """
+        if self._serving is None:
+            aspired = self.aspired_paths
+            available = [v for v in self.versions.values() if v.state == State.AVAILABLE]
+            self._serving = sorted(available, key=lambda v: (v.number, v.path in aspired), reverse=True)
+        return self._serving
+
+    def changed(self) -> None:
+        self._serving = None
 
 
 class ServableHandle:
@@ -520,6 +547,7 @@ class ModelManager:
         changed = history.get(version.number) != status or version.state != state
         version.state = state
         history[version.number] = status
+        model.changed()
         if changed:
             self._changed.set()
         return changed

@@ -23,6 +23,7 @@ class Metrics:
     def __init__(self, batch_thread_pool_name: str = "model_server_batch_threads"):
         self.registry = CollectorRegistry(auto_describe=True)
         self._batch_pool = batch_thread_pool_name
+        self._children: dict[tuple, object] = {}
         r = self.registry
         self._request_count = Counter(
             ":tensorflow:serving:request_count", "The total number of requests.", ["model_name", "status"], registry=r
@@ -94,15 +95,15 @@ class Metrics:
         ``tf_counted``: whether TF Serving's own request metrics cover this call (every REST request,
         gRPC Predict/Classify/Regress); its latency is recorded for successes only.
         """
-        self._requests_by_api.labels(model_name, api, entrypoint, code.name).inc()
+        self._child(self._requests_by_api, model_name, api, entrypoint, code.name).inc()
         if not tf_counted:
             return
-        self._request_count.labels(model_name, code.name).inc()
+        self._child(self._request_count, model_name, code.name).inc()
         if code == Code.OK:
-            self._request_latency.labels(model_name, api, entrypoint).observe(seconds * 1e6)
+            self._child(self._request_latency, model_name, api, entrypoint).observe(seconds * 1e6)
 
     def runtime(self, model_name: str, api: str, seconds: float) -> None:
-        self._runtime_latency.labels(model_name, api, "TF1").observe(seconds * 1e6)
+        self._child(self._runtime_latency, model_name, api, "TF1").observe(seconds * 1e6)
 
     def examples(self, model_name: str, count: int) -> None:
         self._example_counts.labels(model_name).observe(count)
@@ -117,6 +118,14 @@ class Metrics:
         self._batch_size.labels(self._batch_pool).observe(size)
         for seconds in queued_seconds:
             self._queuing_latency.labels(self._batch_pool).observe(seconds * 1e6)
+
+    def _child(self, metric, *labels: str):
+        # prometheus_client's labels() validates and locks on every call; requests repeat label sets.
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

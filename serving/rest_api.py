@@ -146,7 +146,7 @@ class RestApi:
             has_bool_tokens = b"true" in body or b"false" in body
             inputs, request_format = tensor_codec.predict_inputs_from_json(doc, signature.input_dtypes,
                                                                            has_bool_tokens)
-            plan = self._inference.plan_predict(signature, inputs.keys())
+            plan = self._inference.plan_predict(handle.servable, signature, inputs.keys())
             outputs = await self._inference.predict(handle.servable, plan, inputs, self._deadline())
         return tensor_codec.predict_response_json(outputs, request_format)
 

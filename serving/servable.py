@@ -71,6 +71,13 @@ class Servable:
         self._session = session
         self._callables: dict[tuple[tuple[str, ...], tuple[str, ...]], object] = {}
         self._callables_lock = threading.Lock()
+        # Runs still executing on worker threads; close() waits for them (a request whose client
+        # went away may have released its handle while its run goes on).
+        self._running = 0
+        self._closed = False
+        self._idle = threading.Condition()
+        # Validated request plans by (signature, request aliases, output filter); see inference.
+        self.plans: dict[tuple, object] = {}
         self.signatures = {key: _signature(key, sig) for key, sig in meta_graph.signature_def.items()}
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for key, sig in meta_graph.signature_def.items():
@@ -93,14 +100,26 @@ class Servable:
             if remaining_ms <= 0:
                 raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded before the model could run")
             options = tf.compat.v1.RunOptions(timeout_in_ms=remaining_ms)
+        with self._idle:
+            if self._closed:
+                raise ServingError(Code.UNAVAILABLE, f"Version {self.version} of {self.model_name} was unloaded")
+            self._running += 1
         try:
             results = call(*feed_values, options=options)
         except tf.errors.OpError as e:
             raise from_exception(e) from None
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
         by_name = dict(zip(unique_fetches, results))
         return [np.asarray(by_name[name]) for name in fetch_names]
 
     def close(self) -> None:
+        """Releases the session once no run is executing (blocking; call it off the event loop)."""
+        with self._idle:
+            self._closed = True
+            self._idle.wait_for(lambda: self._running == 0)
         with self._callables_lock:
             self._callables.clear()
         self._session.close()
