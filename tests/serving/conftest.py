@@ -169,7 +169,7 @@ def conformance_server(tmp_path_factory, saved_half_plus_two):
 
     Models: ``default`` (half_plus_two, version 123, as in TF Serving's tests), ``two_versions``
     (123: half plus two, 124: half plus three; policy all; label ``stable`` -> 123), ``slow`` (Spin).
-    REST timeout 1 s; REST bodies limited to 4 MiB; monitoring on.
+    REST timeout 2 s; REST bodies limited to 4 MiB; monitoring on.
     """
     root = tmp_path_factory.mktemp("conformance")
     shutil.copytree(saved_half_plus_two[2.0], root / "default" / "00000123")
@@ -185,7 +185,7 @@ def conformance_server(tmp_path_factory, saved_half_plus_two):
     monitoring = root / "monitoring.config"
     monitoring.write_text('prometheus_config: { enable: true, path: "/monitoring/prometheus/metrics" }\n')
     server = start("default", str(root / "default"), f"--model_config_file={config}",
-                   "--allow_version_labels_for_unavailable_models", "--rest_api_timeout_in_ms=1000",
+                   "--allow_version_labels_for_unavailable_models", "--rest_api_timeout_in_ms=2000",
                    f"--rest_api_max_body_bytes={4 << 20}", f"--monitoring_config_file={monitoring}")
     yield server
     stop(server)

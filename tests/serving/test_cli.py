@@ -118,6 +118,13 @@ def test_only_version_failing_to_load_fails_start_up(tmp_path):
     assert "1 servable(s) did not become available: {{name: default version: 1} due to error:" in result.stderr
 
 
+def test_unknown_saved_model_tags_fail_start_up(config_dir):
+    result = run_server(f"--model_base_path={config_dir}/m", f"--port={launcher.free_port()}",
+                        "--saved_model_tags=gpu", "--max_num_load_retries=0")
+    assert result.returncode == 255
+    assert "Could not find meta graph def matching supplied tags: { gpu }" in result.stderr
+
+
 def test_labels_need_available_versions_at_start_up(config_dir):  # spec §5.7
     config = write_config(config_dir / "labels.config", [
         {"name": "m", "base_path": config_dir / "m", "extra": 'version_labels { key: "stable" value: 1 }'}])

@@ -150,7 +150,7 @@ def test_hot_swap_under_load_fails_no_request(lifecycle, saved_half_plus_two):
     failures += [r for r in rest_results if not isinstance(r, float)]
     assert failures == []
     answered = [r for results in grpc_results for r in results]
-    assert len(answered) + len(rest_results) > 300
+    assert len(answered) + len(rest_results) > 100
     # Every answer came from a complete version that was AVAILABLE: version v answers 0.5 * 2 + v.
     assert {version for version, _ in answered} == {1, 2, 3}
     assert all(y == 1.0 + version for version, y in answered)
