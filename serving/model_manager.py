@@ -194,6 +194,7 @@ class ModelManager:
         self._status: dict[str, dict[int, VersionStatus]] = {}
         self._config: model_server_config_pb2.ModelServerConfig | None = None
         self._changed = asyncio.Event()
+        self._reloading = asyncio.Lock()
         self._poller: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._starting = True
@@ -221,11 +222,15 @@ class ModelManager:
         self._starting = False
 
     async def reload(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """``HandleReloadConfigRequest``: the new list replaces the old; waits for added models."""
-        if self._config is not None and config == self._config:
-            return
-        names = await self._apply(config)
-        await self._wait_available(names)
+        """``HandleReloadConfigRequest``: the new list replaces the old; waits for added models.
+
+        Reloads are serialized (``ServerCore::ReloadConfig`` holds its config mutex throughout).
+        """
+        async with self._reloading:
+            if self._config is not None and config == self._config:
+                return
+            names = await self._apply(config)
+            await self._wait_available(names)
 
     def acquire(self, name: str, version: int | None = None, label: str | None = None) -> ServableHandle:
         """Resolves a request's model spec to a serving version (``ServerCore::GetServableHandle``)."""
