@@ -326,6 +326,7 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="serving-bench-")
+    load_before = os.getloadavg()
     try:
         workloads = [half_plus_two_workload(workdir), mlp_workload(workdir)]
         if args.model_dir:
@@ -355,11 +356,16 @@ def main() -> None:
             print(f"\nTargets, {name} (reported, not asserted):")
             for row in rows:
                 print(f"  [{'met' if row['met'] else 'MISSED'}] {row['target']}: {row['measured']} (goal {row['goal']})")
+        # Other work on the machine competes with the server and the client: record how busy it was.
+        load = {"before": load_before, "after": os.getloadavg()}
+        print(f"\nLoad average (1, 5, 15 min) before: {load['before']}, after: {load['after']} "
+              f"on {os.cpu_count()} CPUs")
         if args.out:
             with open(args.out, "w") as f:
                 json.dump({
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                "python": platform.python_version(), "tensorflow": tf.__version__},
+                                "python": platform.python_version(), "tensorflow": tf.__version__,
+                                "load_average": load},
                     "duration_s_per_cell": args.duration,
                     "batching_parameters": BATCHING_PARAMETERS,
                     "ready_s": ready,

@@ -53,8 +53,6 @@ class Server:
         self._grpc: grpc.aio.Server | None = None
         self._rest: web.ServerRunner | None = None
         self._config_poller: asyncio.Task | None = None
-        self.grpc_port: int | None = None
-        self.rest_port: int | None = None
 
     async def start(self) -> None:
         """Loads the models, then opens the ports. Raises ServerStartError."""
@@ -84,6 +82,8 @@ class Server:
             # The reference raises both limits to INT32_MAX (spec §1.2 step 4).
             ("grpc.max_receive_message_length", _INT32_MAX),
             ("grpc.max_send_message_length", _INT32_MAX),
+            # Never share the port with another listener: a busy port must fail the start.
+            ("grpc.so_reuseport", 0),
             *options.grpc_channel_arguments,
         ]
         server = grpc.aio.server(options=channel_options)
@@ -91,7 +91,7 @@ class Server:
         server.add_generic_rpc_handlers(api.handlers())
         if options.grpc_port:
             address = f"{_host_for_url(options.bind_address)}:{options.grpc_port}"
-            self.grpc_port = _bind(server, address)
+            _bind(server, address)
             log.info("Running gRPC ModelServer at %s ...", address)
         if options.grpc_socket_path:
             _bind(server, f"unix:{options.grpc_socket_path}")
@@ -113,7 +113,6 @@ class Server:
                 f"Could not open the REST port {options.bind_address}:{options.rest_api_port}: {e.strerror}"
             ) from None
         self._rest = runner
-        self.rest_port = options.rest_api_port
         log.info("Exporting HTTP/REST API at:%s:%d ...", options.bind_address, options.rest_api_port)
         if options.rest.prometheus_path:
             log.info("Prometheus metrics at http://%s:%d%s", options.bind_address, options.rest_api_port,
@@ -165,14 +164,13 @@ async def _serve(options: ServerOptions) -> int:
     return status
 
 
-def _bind(server: grpc.aio.Server, address: str) -> int:
+def _bind(server: grpc.aio.Server, address: str) -> None:
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as e:
         raise ServerStartError(f"Could not open the gRPC port {address}: {e}") from None
     if port == 0:
         raise ServerStartError(f"Could not open the gRPC port {address}")
-    return port
 
 
 def _host_for_url(host: str) -> str:

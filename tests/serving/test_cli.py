@@ -154,3 +154,20 @@ def test_an_empty_base_path_is_waited_for_and_grpc_also_listens_on_a_unix_socket
         assert response.outputs["y"].float_val == [3.0] and response.model_spec.version.value == 7
     finally:
         stop(server)
+
+
+def test_a_port_taken_while_loading_fails_the_start(tmp_path, saved_half_plus_two):
+    """The real bind happens after the first load (spec §1.2); a port taken meanwhile is an error."""
+    handle = launcher.start_server("default", str(tmp_path / "models"), kind="embedded", poll_wait_s=0.2,
+                                   wait_for_model=False)
+    try:
+        wait_until(lambda: "No versions of servable default" in handle.log_tail(), what="the server to wait")
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", handle.grpc_port))
+            squatter.listen()
+            shutil.copytree(saved_half_plus_two[2.0], tmp_path / "models" / ".incoming")
+            os.rename(tmp_path / "models" / ".incoming", tmp_path / "models" / "1")
+            assert handle.process.wait(60) == 255
+        assert f"Could not open the gRPC port 127.0.0.1:{handle.grpc_port}" in handle.log_tail()
+    finally:
+        handle.stop()
