@@ -1,15 +1,16 @@
 """One loaded model version (a "servable"): its TensorFlow session and precomputed signatures.
 
 The version's SavedModel is loaded into a TF1-style ``Session`` with the ``serve`` MetaGraph, which is
-exactly what the reference server does (``SavedModelBundle``). Running through the session rather
-than through ``tf.saved_model.load(...).signatures[...]`` matters for compatibility: a session feed
-is not checked against the placeholder's static shape, so inputs the reference accepts (e.g. shape
-``[3]`` for a ``[-1, 1]`` input, spec §2.5 and §8.7) are accepted here too, and several signatures
-can be computed in one run (MultiInference, spec §3.3).
+exactly what the reference server does (``SavedModelBundle``), and runs go straight to the C API's
+``TF_SessionRun`` as the reference's do. That matters for compatibility: a feed is not checked
+against the placeholder's static shape, so inputs the reference accepts (e.g. shape ``[3]`` for a
+``[-1, 1]`` input, spec §2.5 and §8.7) are accepted here too (``tf.saved_model.load(...).signatures``
+and Python's ``Session.run`` both refuse them), and several signatures can be computed in one run
+(MultiInference, spec §3.3). It also skips Python's per-run feed/fetch bookkeeping.
 
-Everything per request that can be computed once is computed at load time: the signature input and
-output specs, the metadata response (proto and JSON), and one cached session callable per
-(feeds, fetches) combination.
+Everything per request that can be computed once is computed at load time or on first use: the
+signature input and output specs, the metadata response (proto and JSON), the graph endpoints
+of the tensors fed and fetched.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 from google.protobuf import any_pb2, json_format
+from tensorflow.python.client import pywrap_tf_session
 from tensorflow.core.framework import tensor_shape_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
@@ -34,8 +36,6 @@ PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-
-_MAX_CACHED_CALLABLES = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +69,7 @@ class Servable:
         self.version = version
         self.path = path
         self._session = session
-        self._callables: dict[tuple[tuple[str, ...], tuple[str, ...]], object] = {}
-        self._callables_lock = threading.Lock()
+        self._endpoints: dict[str, object] = {}  # tensor name -> TF_Output
         # Runs still executing on worker threads; close() waits for them (a request whose client
         # went away may have released its handle while its run goes on).
         self._running = 0
@@ -93,22 +92,27 @@ class Servable:
             deadline: float | None) -> list[np.ndarray]:
         """One session run; ``deadline`` (time.monotonic) bounds it like RunOptions.timeout_in_ms."""
         unique_fetches = tuple(dict.fromkeys(fetch_names))
-        call = self._callable(tuple(feed_names), unique_fetches)
+        feeds = {self._endpoint(name): _contiguous(value) for name, value in zip(feed_names, feed_values)}
+        fetches = [self._endpoint(name) for name in unique_fetches]
         options = None
         if deadline is not None:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded before the model could run")
-            options = tf.compat.v1.RunOptions(timeout_in_ms=remaining_ms)
+            options = pywrap_tf_session.TF_NewBufferFromString(
+                tf.compat.v1.RunOptions(timeout_in_ms=remaining_ms).SerializeToString())
         with self._idle:
             if self._closed:
                 raise ServingError(Code.UNAVAILABLE, f"Version {self.version} of {self.model_name} was unloaded")
             self._running += 1
         try:
-            results = call(*feed_values, options=options)
+            # What Session.run ends in, minus its Python-side feed checks (see the module docstring).
+            results = self._session._call_tf_sessionrun(options, feeds, fetches, [], None)  # noqa: SLF001
         except tf.errors.OpError as e:
             raise from_exception(e) from None
         finally:
+            if options is not None:
+                pywrap_tf_session.TF_DeleteBuffer(options)
             with self._idle:
                 self._running -= 1
                 self._idle.notify_all()
@@ -120,23 +124,17 @@ class Servable:
         with self._idle:
             self._closed = True
             self._idle.wait_for(lambda: self._running == 0)
-        with self._callables_lock:
-            self._callables.clear()
         self._session.close()
 
-    def _callable(self, feeds: tuple[str, ...], fetches: tuple[str, ...]):
-        key = (feeds, fetches)
-        call = self._callables.get(key)
-        if call is not None:
-            return call
-        with self._callables_lock:
-            call = self._callables.get(key)
-            if call is None:
-                if len(self._callables) >= _MAX_CACHED_CALLABLES:
-                    self._callables.pop(next(iter(self._callables)))
-                call = self._session.make_callable(list(fetches), feed_list=list(feeds), accept_options=True)
-                self._callables[key] = call
-            return call
+    def _endpoint(self, tensor_name: str):
+        endpoint = self._endpoints.get(tensor_name)
+        if endpoint is None:
+            try:
+                tensor = self._session.graph.get_tensor_by_name(tensor_name)
+            except (KeyError, ValueError) as e:
+                raise ServingError(Code.INVALID_ARGUMENT, f"Tensor {tensor_name} is not in the graph: {e}") from None
+            endpoint = self._endpoints[tensor_name] = tensor._as_tf_output()  # noqa: SLF001
+        return endpoint
 
 
 def load(model_name: str, version: int, path: str, tags: Sequence[str] = ("serve",)) -> Servable:
@@ -164,6 +162,11 @@ def load(model_name: str, version: int, path: str, tags: Sequence[str] = ("serve
         raise ServingError(Code.DATA_LOSS if "parse" in str(e).lower() else Code.UNKNOWN,
                            f"{type(e).__name__}: {e}") from None
     return Servable(model_name, version, path, session, meta_graph)
+
+
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    # The C API copies from a C-contiguous buffer (np.ascontiguousarray would turn a scalar into [x]).
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
 def missing_saved_model_error(path: str) -> ServingError:

@@ -45,6 +45,21 @@ def export_spin(base_path: str, version: int = 1) -> str:
     return path
 
 
+class StaticShape(tf.Module):
+    """half plus two with the official TF1 model's declared input shape [-1, 1]."""
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None, 1], dtype=tf.float32, name="x")])
+    def predict(self, x):
+        return {"y": 0.5 * x + 2.0}
+
+
+def export_static_shape(base_path: str, version: int = 1) -> str:
+    model = StaticShape()
+    path = os.path.join(base_path, str(version))
+    tf.saved_model.save(model, path, signatures={"serving_default": model.predict})
+    return path
+
+
 class BatchSize(tf.Module):
     """Answers, for every row of ``x``, how many rows the model was called with (shows batching)."""
 
@@ -168,7 +183,8 @@ def conformance_server(tmp_path_factory, saved_half_plus_two):
     """The shared server of the conformance and fuzz tests (nothing may change its configuration).
 
     Models: ``default`` (half_plus_two, version 123, as in TF Serving's tests), ``two_versions``
-    (123: half plus two, 124: half plus three; policy all; label ``stable`` -> 123), ``slow`` (Spin).
+    (123: half plus two, 124: half plus three; policy all; label ``stable`` -> 123), ``slow`` (Spin),
+    ``static_shape`` (half plus two declaring its input [-1, 1]).
     REST timeout 2 s; REST bodies limited to 4 MiB; monitoring on.
     """
     root = tmp_path_factory.mktemp("conformance")
@@ -176,11 +192,13 @@ def conformance_server(tmp_path_factory, saved_half_plus_two):
     shutil.copytree(saved_half_plus_two[2.0], root / "two_versions" / "123")
     shutil.copytree(saved_half_plus_two[3.0], root / "two_versions" / "124")
     export_spin(str(root / "slow"))
+    export_static_shape(str(root / "static_shape"))
     config = write_config(root / "models.config", [
         {"name": "default", "base_path": root / "default"},
         {"name": "two_versions", "base_path": root / "two_versions",
          "extra": 'model_version_policy { all {} } version_labels { key: "stable" value: 123 }'},
         {"name": "slow", "base_path": root / "slow"},
+        {"name": "static_shape", "base_path": root / "static_shape"},
     ])
     monitoring = root / "monitoring.config"
     monitoring.write_text('prometheus_config: { enable: true, path: "/monitoring/prometheus/metrics" }\n')

@@ -57,6 +57,16 @@ def test_predict(rest, body, expected):
     assert ok(rest.post("/v1/models/default:predict", body)) == expected
 
 
+@pytest.mark.parametrize("body, expected", [
+    ({"instances": [2.0, 3.0, 4.0]}, {"predictions": [3.0, 3.5, 4.0]}),
+    ({"instances": [[1.0, 2.0], [3.0, 4.0]]}, {"predictions": [[2.5, 3.0], [3.5, 4.0]]}),
+    ({"inputs": 2.0}, {"outputs": 3.0}),
+])
+def test_shapes_are_not_checked_against_the_signature(rest, body, expected):
+    """The input is declared [-1, 1]; like the reference, other shapes reach the graph (spec §2.5)."""
+    assert ok(rest.post("/v1/models/static_shape:predict", body)) == expected
+
+
 def test_predict_accepts_nan_infinity_and_trailing_bytes(rest):
     response = rest.post("/v1/models/default:predict", b'{"instances": [NaN, Infinity, -Infinity, 2.0]}X')
     assert b"NaN" in response.body and b"-Infinity" in response.body
