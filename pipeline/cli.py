@@ -175,6 +175,8 @@ def tensorboard(set_items: tuple[str, ...], port: int, host: str) -> None:
                               logdir_spec, "--host", host, "--port", str(port)])
 
 
+from pipeline import lineage_cli  # noqa: E402
+lineage_cli.register(cli)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import urllib.parse
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
 from ml_metadata.proto import metadata_store_pb2
 
@@ -33,6 +33,7 @@ class PipelineConfig:
     serving_model_base: str = ""
     model_name: str = "penguin"
     # ML Metadata: empty = SQLite at <pipeline_root>/metadata.db; or mysql://user:password@host:port/db
+    # or grpc://host:port (the MLMD gRPC service)
     metadata_url: str = ""
 
     # --- Data processing (Beam) ---
@@ -118,7 +119,7 @@ class PipelineConfig:
             "rollback": self.probe_rollback,
         }
 
-    def metadata_connection_config(self) -> metadata_store_pb2.ConnectionConfig:
+    def metadata_connection_config(self) -> MetadataConnection:
         return metadata_connection_config(self.metadata_url, self.metadata_path)
 
     def as_dict(self) -> dict[str, Any]:
@@ -158,10 +159,25 @@ class PipelineConfig:
         return self
 
 
-def metadata_connection_config(url: str, sqlite_path: str) -> metadata_store_pb2.ConnectionConfig:
-    """MLMD connection from a URL: '' or sqlite:///path (SQLite), mysql://user:pw@host:port/db."""
+# What MetadataStore(...) takes: a direct connection (SQLite, MySQL) or an MLMD gRPC client's.
+MetadataConnection = Union[metadata_store_pb2.ConnectionConfig,
+                           metadata_store_pb2.MetadataStoreClientConfig]
+
+
+def metadata_connection_config(url: str, sqlite_path: str) -> MetadataConnection:
+    """MLMD connection from a URL: '' or sqlite:///path (SQLite), mysql://user:pw@host:port/db, or
+    grpc://host:port (the MLMD gRPC service; a MetadataStoreClientConfig)."""
     config = metadata_store_pb2.ConnectionConfig()
     parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "grpc":
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        if not parsed.hostname or not port:
+            raise ConfigError(f"config 'metadata_url' = {url!r}: an MLMD gRPC URL needs a host and "
+                              "a port: grpc://host:8080")
+        return metadata_store_pb2.MetadataStoreClientConfig(host=parsed.hostname, port=port)
     if not url or parsed.scheme == "sqlite":
         config.sqlite.filename_uri = (parsed.path if url else sqlite_path) or sqlite_path
         config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
@@ -176,8 +192,8 @@ def metadata_connection_config(url: str, sqlite_path: str) -> metadata_store_pb2
         config.mysql.user = urllib.parse.unquote(parsed.username or "")
         config.mysql.password = urllib.parse.unquote(parsed.password or "")
         return config
-    raise ConfigError(f"config 'metadata_url' = {url!r}: use sqlite:///path/to/metadata.db or "
-                      "mysql://user:password@host:port/database")
+    raise ConfigError(f"config 'metadata_url' = {url!r}: use sqlite:///path/to/metadata.db, "
+                      "mysql://user:password@host:port/database or grpc://host:port")
 
 
 def _coerce(key: str, raw: str, default: Any) -> Any:

@@ -139,6 +139,7 @@ def print_summary(report: "RunReport", config: PipelineConfig, log_path: str | N
             _print_query_commands(config, live_answer, server_stays)
     console.print("[bold]Next:[/]")
     console.print("  TensorBoard:  make tensorboard   (or: tfxsp tensorboard)")
+    console.print("  Lineage:      tfxsp lineage served   (also: tfxsp runs, tfxsp models)")
     console.print(f"  Metadata:     {config.metadata_url or config.metadata_path}")
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Optional
+from typing import Iterable, Optional, Union
 
-import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.pipeline import ACCURACY_METRIC
+# TensorFlow Model Analysis (and so TensorFlow) is imported only where an evaluation is read, so
+# that the node states and durations below are cheap to import (the lineage commands use them).
 
 _STATE_NAMES = {
     metadata_store_pb2.Execution.COMPLETE: "complete",
@@ -28,6 +28,8 @@ class NodeResult:
     node_id: str
     state: str
     seconds: float
+    execution_id: Optional[int] = None
+    started_ms: int = 0  # the execution's create time, milliseconds since the epoch
 
 
 @dataclasses.dataclass
@@ -53,9 +55,21 @@ class RunReport:
 
 def latest_run_id(store: metadata_store.MetadataStore, pipeline_name: str) -> Optional[str]:
     """The newest run of `pipeline_name` in this store, or None when it never ran."""
-    runs = [c for c in store.get_contexts_by_type("pipeline_run")
-            if _belongs_to(store, c, pipeline_name)]
-    return max(runs, key=lambda c: (c.create_time_since_epoch, c.id)).name if runs else None
+    runs = pipeline_runs(store, pipeline_name)
+    return runs[-1].name if runs else None
+
+
+def pipeline_runs(store: metadata_store.MetadataStore,
+                  pipeline_name: str) -> list[metadata_store_pb2.Context]:
+    """Every run context of `pipeline_name`, oldest first: one query where runs are linked to
+    their pipeline (TFX >= 1.x), one per run in older stores."""
+    pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    runs = [c for c in (store.get_children_contexts_by_context(pipeline.id) if pipeline else [])
+            if c.type == "pipeline_run"]
+    if not runs:
+        runs = [c for c in store.get_contexts_by_type("pipeline_run")
+                if _belongs_to(store, c, pipeline_name)]
+    return sorted(runs, key=lambda c: (c.create_time_since_epoch, c.id))
 
 
 def _belongs_to(store: metadata_store.MetadataStore, run: metadata_store_pb2.Context,
@@ -73,34 +87,85 @@ def collect(store: metadata_store.MetadataStore, run_id: str) -> RunReport:
     run = store.get_context_by_type_and_name("pipeline_run", run_id)
     if run is None:
         raise LookupError(f"no pipeline run {run_id!r} in this metadata store")
-    report = RunReport(run_id=run_id, nodes=[])
-    executions = sorted(store.get_executions_by_context(run.id),
-                        key=lambda e: (e.create_time_since_epoch, e.id))
-    for execution in executions:
-        node_id = _node_id(store, execution)
-        report.nodes.append(NodeResult(
-            node_id=node_id,
-            state=_STATE_NAMES.get(execution.last_known_state, "unknown"),
-            seconds=max(0.0, (execution.last_update_time_since_epoch
-                              - execution.create_time_since_epoch) / 1000.0)))
-        _read_outputs(store, execution, report)
+    report = RunReport(run_id=run_id, nodes=node_results(store, [run])[run.id])
+    _read_outputs(store, [n.execution_id for n in report.nodes], report)
     return report
 
 
-def _node_id(store: metadata_store.MetadataStore, execution: metadata_store_pb2.Execution) -> str:
-    for context in store.get_contexts_by_execution(execution.id):
-        if context.type == "node":
-            return context.name.split(".", 1)[-1]
-    return execution.type
+def node_results(store: metadata_store.MetadataStore, runs: Iterable[metadata_store_pb2.Context]
+                 ) -> dict[int, list[NodeResult]]:
+    """State and duration of every node of each run (by run context id), in execution order.
+
+    Batched: one query for the executions of up to 500 runs, and one per 100 executions for the
+    contexts that say which run and node each belongs to, however many runs there are.
+    """
+    run_ids = [r.id for r in runs]
+    results: dict[int, list[NodeResult]] = {run_id: [] for run_id in run_ids}
+    executions = []
+    for chunk in _chunks(run_ids, 500):
+        executions += store.get_executions(list_options=metadata_store.ListOptions(
+            filter_query=f"contexts_a.type = 'pipeline_run' AND contexts_a.id IN "
+                         f"({', '.join(map(str, chunk))})"))
+    contexts = execution_contexts(store, [e.id for e in executions])
+    for execution in sorted(executions, key=lambda e: (e.create_time_since_epoch, e.id)):
+        node_id, runs_of_execution = contexts.get(execution.id, ("", []))
+        for run_id in runs_of_execution:
+            if run_id in results:
+                results[run_id].append(NodeResult(
+                    node_id=node_id or execution.type,
+                    state=_STATE_NAMES.get(execution.last_known_state, "unknown"),
+                    seconds=max(0.0, (execution.last_update_time_since_epoch
+                                      - execution.create_time_since_epoch) / 1000.0),
+                    execution_id=execution.id,
+                    started_ms=execution.create_time_since_epoch))
+    return results
 
 
-def _read_outputs(store: metadata_store.MetadataStore, execution: metadata_store_pb2.Execution,
+def execution_contexts(store: metadata_store.MetadataStore, execution_ids: Iterable[int]
+                       ) -> dict[int, tuple[str, list[int]]]:
+    """execution id -> (node id, ids of its pipeline_run contexts), from the executions'
+    associations: one get_lineage_subgraph call per 100 executions (MLMD's limit on the starting
+    nodes of one call) and one call for the contexts they name; a per-execution query only for
+    any execution that such a call left out."""
+    wanted = sorted(set(execution_ids))
+    associations: dict[int, list[int]] = {}
+    options = metadata_store_pb2.LineageSubgraphQueryOptions
+    for chunk in _chunks(wanted, 100):
+        graph = store.get_lineage_subgraph(
+            options(starting_executions=options.StartingNodes(
+                filter_query=f"id IN ({', '.join(map(str, chunk))})"), max_num_hops=0),
+            ["associations"])
+        for association in graph.associations:
+            associations.setdefault(association.execution_id, []).append(association.context_id)
+    context_ids = sorted({c for ids in associations.values() for c in ids})
+    contexts = {c.id: c for c in store.get_contexts_by_id(context_ids)} if context_ids else {}
+    found: dict[int, tuple[str, list[int]]] = {}
+    for execution_id in wanted:
+        if execution_id not in associations:
+            linked = store.get_contexts_by_execution(execution_id)
+        else:
+            linked = [contexts[c] for c in associations[execution_id] if c in contexts]
+        found[execution_id] = (
+            next((c.name.split(".", 1)[-1] for c in linked if c.type == "node"), ""),
+            sorted(c.id for c in linked if c.type == "pipeline_run"))
+    return found
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _read_outputs(store: metadata_store.MetadataStore, execution_ids: list[int],
                   report: RunReport) -> None:
-    """Fills the report from the artifacts this execution wrote (or reused from cache)."""
-    output_ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
-                  if e.type in (metadata_store_pb2.Event.OUTPUT,
-                                metadata_store_pb2.Event.DECLARED_OUTPUT)]
-    for artifact in store.get_artifacts_by_id(output_ids):
+    """Fills the report from the artifacts the run's executions wrote (or reused from cache)."""
+    order = {execution_id: i for i, execution_id in enumerate(execution_ids)}
+    events = sorted((e for e in store.get_events_by_execution_ids(execution_ids)
+                     if e.type in (metadata_store_pb2.Event.OUTPUT,
+                                   metadata_store_pb2.Event.DECLARED_OUTPUT)),
+                    key=lambda e: (order[e.execution_id], e.artifact_id))
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    for artifact in (artifacts[e.artifact_id] for e in events if e.artifact_id in artifacts):
         if artifact.type == "ModelBlessing":
             report.blessed = bool(artifact.custom_properties["blessed"].int_value)
         elif artifact.type == "ModelEvaluation":
@@ -132,6 +197,9 @@ def _slice_name(slice_key: tuple) -> str:
 
 
 def _accuracy_by_slice(eval_uri: str) -> dict[str, float]:
+    import tensorflow_model_analysis as tfma
+
+    from pipeline.pipeline import ACCURACY_METRIC
     result = tfma.load_eval_result(eval_uri)
     accuracy = {}
     for slice_key, metrics in result.slicing_metrics:
@@ -144,6 +212,7 @@ def _accuracy_by_slice(eval_uri: str) -> dict[str, float]:
 
 
 def _validation_failures(eval_uri: str) -> list[str]:
+    import tensorflow_model_analysis as tfma
     try:
         validation = tfma.load_validation_result(eval_uri)
     except (OSError, ValueError):
@@ -172,6 +241,9 @@ def _describe_failure(failure) -> str:
     return f"{name} = {value:.3f}: {failure.message or 'threshold not met'}"
 
 
-def open_store(connection_config: metadata_store_pb2.ConnectionConfig
+def open_store(connection_config: Union[metadata_store_pb2.ConnectionConfig,
+                                        metadata_store_pb2.MetadataStoreClientConfig]
                ) -> metadata_store.MetadataStore:
+    """Opens (creating it where it is missing) the store of a ConnectionConfig (SQLite, MySQL) or
+    a MetadataStoreClientConfig (the MLMD gRPC service). To read only: lineage.open_store."""
     return metadata_store.MetadataStore(connection_config)
