@@ -74,14 +74,14 @@ def _server(base_path):
 
 
 def _validate(trained, tmp_path, version, rest_port, grpc_port, pushed=1, destination="",
-              rollback=0, deadline=20.0):
+              rollback=0, deadline=20.0, max_p50_ms=1000.0):
     pushed_model = standard_artifacts.PushedModel()
     pushed_model.set_int_custom_property("pushed", pushed)
     if pushed:
         pushed_model.set_string_custom_property("pushed_version", str(version))
         pushed_model.set_string_custom_property("pushed_destination", destination)
     validation = ServingValidation()
-    validation.uri = str(tmp_path / "validation")
+    validation.uri = str(tmp_path / f"validation-{time.monotonic_ns()}")
     Executor().Do(
         {"pushed_model": [pushed_model], "model": [trained["model"]],
          "examples": [trained["examples"]]},
@@ -90,7 +90,7 @@ def _validate(trained, tmp_path, version, rest_port, grpc_port, pushed=1, destin
          "grpc_target": f"127.0.0.1:{grpc_port}",
          "signature_names": ["serving_default", "serving_raw"], "num_examples": 8,
          "load_deadline_s": deadline, "tolerance": 1e-5, "latency_requests": 10,
-         "max_p50_ms": 1000.0, "max_p99_ms": 5000.0, "rollback": rollback})
+         "max_p50_ms": max_p50_ms, "max_p99_ms": 5000.0, "rollback": rollback})
     with open(os.path.join(validation.uri, "report.json")) as f:
         return validation, json.load(f)
 
@@ -101,6 +101,8 @@ def test_passes_when_the_server_serves_the_pushed_model(trained, tmp_path):
     with _server(base) as server:
         validation, report = _validate(trained, tmp_path, 100, server.rest_port, server.grpc_port,
                                        destination=str(base / "100"))
+        too_slow, _ = _validate(trained, tmp_path, 100, server.rest_port, server.grpc_port,
+                                destination=str(base / "100"), max_p50_ms=0.001)
     assert (validation.blessed, validation.outcome) == (1, "passed"), report
     assert validation.probed_version == 100
     checks = [c["check"] for c in report["checks"] if c["ok"]]
@@ -109,6 +111,10 @@ def test_passes_when_the_server_serves_the_pushed_model(trained, tmp_path):
             assert f"{api} on '{signature}'" in checks
     assert 0 < validation.rest_p50_ms <= validation.rest_p99_ms
     assert 0 < validation.grpc_p50_ms <= validation.grpc_p99_ms
+    # The same server, held to a latency budget no server can meet, fails the latency check.
+    assert (too_slow.blessed, too_slow.outcome) == (0, "failed")
+    assert "latency (rest) failed for version 100" in too_slow.reason
+    assert "p50" in too_slow.reason and "over the budget of 0.001 ms" in too_slow.reason
 
 
 def test_server_not_running_fails_within_the_deadline(trained, tmp_path):
