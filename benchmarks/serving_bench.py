@@ -1,8 +1,8 @@
 """Serving benchmark: the raw in-process signature call versus the embedded server over gRPC and REST.
 
-One run measures, on each model (TF Serving's half_plus_two; a dense network, "mlp", whose own
-compute dominates a request, unlike half_plus_two where the RPC does; and any SavedModel given with
---model_dir): the raw signature call in-process (eager ``signatures[...]`` and the TF1 session path
+One run measures, on each model (TF Serving's half_plus_two, where a request's cost is almost all
+RPC handling; "dense", a 4 x 2048 ReLU network whose own compute dominates a request, which is where
+batching pays; and any SavedModel given with --model_dir): the raw signature call in-process (eager ``signatures[...]`` and the TF1 session path
 the server uses); gRPC Predict and REST predict at batch 1 and 64, concurrency 1 and 32; the same
 with --enable_batching; 64 concurrent batch-1 clients with and without batching; and the time from
 starting the server process to a version being AVAILABLE. It prints a table, checks the targets
@@ -227,9 +227,9 @@ def half_plus_two_workload(workdir: str) -> tuple[Workload, str]:
 
 
 class DenseNetwork(tf.Module):
-    """64 inputs, three ReLU layers of 1024 units, one output: milliseconds per batch-1 call."""
+    """64 inputs, four ReLU layers of 2048 units, one output: milliseconds per batch-1 call."""
 
-    def __init__(self, width: int = 1024, depth: int = 3, inputs: int = 64):
+    def __init__(self, width: int = 2048, depth: int = 4, inputs: int = 64):
         super().__init__()
         rng = np.random.default_rng(0)
         dims = [inputs] + [width] * depth
@@ -243,12 +243,12 @@ class DenseNetwork(tf.Module):
         return {"y": x @ self.head}
 
 
-def mlp_workload(workdir: str) -> tuple[Workload, str]:
-    base = os.path.join(workdir, "mlp")
+def dense_workload(workdir: str) -> tuple[Workload, str]:
+    base = os.path.join(workdir, "dense")
     version_dir = os.path.join(base, "1")
     model = DenseNetwork()
     tf.saved_model.save(model, version_dir, signatures={"serving_default": model.predict})
-    return Workload("mlp", version_dir, "serving_default",
+    return Workload("dense", version_dir, "serving_default",
                     lambda batch: {"x": np.random.default_rng(batch).random((batch, 64)).astype(np.float32)}), base
 
 
@@ -328,7 +328,7 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="serving-bench-")
     load_before = os.getloadavg()
     try:
-        workloads = [half_plus_two_workload(workdir), mlp_workload(workdir)]
+        workloads = [half_plus_two_workload(workdir), dense_workload(workdir)]
         if args.model_dir:
             workloads.append(saved_model_workload(args.model_dir, args.signature_name, args.instances_json, workdir))
         cells: list[Cell] = []
