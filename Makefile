@@ -17,10 +17,18 @@ PYTHON310 ?= $(shell for p in python3.10 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/
 # Extra options for `tfxsp run`, e.g. make run-local ARGS="--set epochs=5 -v"
 ARGS ?=
 
-.PHONY: help venv run-local serve test tensorboard bench clean
+# Kubeflow: the pipeline image (a new tag per commit, since KFP's cache keys include the image),
+# the Kubeflow Pipelines address, and options for `tfxsp kubeflow submit`, e.g.
+#   make kubeflow-submit KFP_HOST=http://localhost:8080 IMAGE=gcr.io/P/tfx-serving-pipeline:v1 \
+#        ARGS="--set kubeflow_pipeline_root=gs://BUCKET/tfx" KFP_ARGS="--wait"
+IMAGE ?= tfx-serving-pipeline:$(shell git describe --always --dirty 2>/dev/null || echo latest)
+KFP_HOST ?=
+KFP_ARGS ?=
+
+.PHONY: help venv run-local serve test tensorboard bench clean image kubeflow-compile kubeflow-submit
 
 help: ## Show this help
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 venv: $(STAMP) ## Create .venv with Python 3.10 and install the locked dependencies
 
@@ -51,6 +59,16 @@ tensorboard: $(STAMP) ## Open TensorBoard over the Trainer's run logs
 
 bench: $(STAMP) ## Run the benchmarks (slow; see benchmarks/)
 	$(PY) benchmarks/pipeline_bench.py $(ARGS)
+
+image: $(STAMP) ## Build the pipeline image (IMAGE=name:tag) from the Dockerfile; needs a Docker engine
+	docker build -t $(IMAGE) .
+
+kubeflow-compile: $(STAMP) ## Compile the pipeline for Kubeflow Pipelines into build/pipeline.yaml
+	$(TFXSP) kubeflow compile --set pipeline_image=$(IMAGE) $(ARGS)
+
+kubeflow-submit: kubeflow-compile ## Submit a run to Kubeflow Pipelines: make kubeflow-submit KFP_HOST=URL
+	@[ -n "$(KFP_HOST)" ] || { echo "error: set KFP_HOST, e.g. make kubeflow-submit KFP_HOST=http://localhost:8080" >&2; exit 2; }
+	$(TFXSP) kubeflow submit --host $(KFP_HOST) --package build/pipeline.yaml --set pipeline_image=$(IMAGE) $(ARGS) $(KFP_ARGS)
 
 clean: ## Remove the venv, pipeline outputs and caches
 	rm -rf $(VENV) tfx_runs build *.egg-info .pytest_cache

@@ -177,6 +177,8 @@ def tensorboard(set_items: tuple[str, ...], port: int, host: str) -> None:
 
 from pipeline import lineage_cli  # noqa: E402
 lineage_cli.register(cli)
+from pipeline import kubeflow_cli  # noqa: E402
+cli.add_command(kubeflow_cli.kubeflow)
 
 
 def main() -> None:

@@ -16,7 +16,11 @@ from ml_metadata.proto import metadata_store_pb2
 ENV_PREFIX = "TFXSP_"
 
 STRATEGIES = ("default",)
-BEAM_RUNNERS = ("direct",)
+BEAM_RUNNERS = ("direct", "direct-multiprocess", "flink", "spark", "dataflow")
+# How a portable runner (flink, spark) starts the Python SDK workers; see beam_pipeline_args().
+BEAM_ENVIRONMENT_TYPES = ("DOCKER", "EXTERNAL", "PROCESS", "LOOPBACK")
+# Where a Kubeflow run's pipeline root may be (tfxsp kubeflow submit --pipeline-root).
+KUBEFLOW_ROOT_SCHEMES = ("gs", "s3", "minio")
 
 
 class ConfigError(ValueError):
@@ -36,9 +40,27 @@ class PipelineConfig:
     # or grpc://host:port (the MLMD gRPC service)
     metadata_url: str = ""
 
-    # --- Data processing (Beam) ---
+    # --- Data processing (Beam): every Beam-powered component; mapped in beam_pipeline_args() ---
+    # direct | direct-multiprocess | flink | spark | dataflow
     beam_runner: str = "direct"
-    beam_direct_num_workers: int = 1
+    beam_direct_num_workers: int = 1  # direct: threads; direct-multiprocess: worker processes
+    # flink, spark: Beam's PortableRunner submits to the runner's job service at host:port
+    beam_job_endpoint: str = ""
+    # flink, spark: how the Python SDK workers start. DOCKER (image: beam_environment_config, else
+    # pipeline_image), EXTERNAL (beam_environment_config = worker pool host:port), PROCESS
+    # (beam_environment_config = '{"command": "/opt/apache/beam/boot"}'), LOOPBACK (in this process)
+    beam_environment_type: str = "DOCKER"
+    beam_environment_config: str = ""
+    # dataflow: the workers run pipeline_image (it must be in a registry Dataflow can pull)
+    gcp_project: str = ""
+    gcp_region: str = ""
+    beam_temp_location: str = ""  # gs://bucket/path for Beam's temporary and staging files
+
+    # --- Kubeflow Pipelines (tfxsp kubeflow compile / submit); paths as the pods see them ---
+    pipeline_image: str = "tfx-serving-pipeline:latest"  # built by `make image`
+    kubeflow_pipeline_root: str = ""  # gs://, s3:// or minio:// URI; the runs' pipeline root
+    kubeflow_data_root: str = ""  # folder of CSV files, e.g. gs://bucket/data/penguins
+    kubeflow_serving_model_base: str = ""  # Pusher writes <this>/<model_name>/<version>/
 
     # --- Training ---
     strategy: str = "default"
@@ -97,11 +119,23 @@ class PipelineConfig:
         return f"{self.serving_host}:{self.grpc_port}"
 
     def beam_pipeline_args(self) -> list[str]:
-        """Beam options for every Beam-powered component (ExampleGen, StatisticsGen, Transform, ...)."""
-        return [
-            "--direct_running_mode=in_memory",
-            f"--direct_num_workers={self.beam_direct_num_workers}",
-        ]
+        """Beam options for every Beam-powered component (ExampleGen, StatisticsGen, Transform, ...):
+        the one place where `beam_runner` and its settings become Beam flags."""
+        if self.beam_runner in ("direct", "direct-multiprocess"):
+            mode = "in_memory" if self.beam_runner == "direct" else "multi_processing"
+            return [f"--direct_running_mode={mode}",
+                    f"--direct_num_workers={self.beam_direct_num_workers}"]
+        if self.beam_runner in ("flink", "spark"):
+            args = ["--runner=PortableRunner", f"--job_endpoint={self.beam_job_endpoint}",
+                    f"--environment_type={self.beam_environment_type}"]
+            environment = self.beam_environment_config or (
+                self.pipeline_image if self.beam_environment_type == "DOCKER" else "")
+            return args + ([f"--environment_config={environment}"] if environment else [])
+        if self.beam_runner == "dataflow":
+            return ["--runner=DataflowRunner", f"--project={self.gcp_project}",
+                    f"--region={self.gcp_region}", f"--temp_location={self.beam_temp_location}",
+                    f"--sdk_container_image={self.pipeline_image}"]
+        raise ConfigError(f"config 'beam_runner' = {self.beam_runner!r}: no Beam options for it")
 
     def trainer_hparams(self) -> dict[str, Any]:
         """What run_fn receives as fn_args.custom_config."""
@@ -138,6 +172,7 @@ class PipelineConfig:
         require(self.beam_runner in BEAM_RUNNERS, "beam_runner",
                 f"must be one of {', '.join(BEAM_RUNNERS)}")
         require(self.beam_direct_num_workers >= 1, "beam_direct_num_workers", "must be >= 1")
+        self._validate_beam_runner(require)
         for key in ("train_steps", "eval_steps", "epochs", "batch_size", "hidden_units",
                     "embedding_dim"):
             require(getattr(self, key) >= 1, key, "must be >= 1")
@@ -156,7 +191,34 @@ class PipelineConfig:
             require(getattr(self, key) > 0, key, "must be > 0")
         require(self.probe_tolerance >= 0, "probe_tolerance", "must be >= 0")
         self.metadata_connection_config()  # raises ConfigError for a bad URL
+        if self.kubeflow_pipeline_root:
+            require(urllib.parse.urlparse(self.kubeflow_pipeline_root).scheme in KUBEFLOW_ROOT_SCHEMES
+                    and bool(urllib.parse.urlparse(self.kubeflow_pipeline_root).netloc),
+                    "kubeflow_pipeline_root", "must be a gs://, s3:// or minio:// URI with a bucket")
         return self
+
+    def _validate_beam_runner(self, require) -> None:
+        """The chosen runner's own settings, so a run never starts with a runner it cannot use."""
+        runner = self.beam_runner
+        if runner in ("flink", "spark"):
+            host, _, port = self.beam_job_endpoint.rpartition(":")
+            require(bool(host) and port.isdigit(), "beam_job_endpoint",
+                    f"beam_runner={runner} needs the job service as host:port, e.g. "
+                    "--set beam_job_endpoint=localhost:8099")
+            require(self.beam_environment_type in BEAM_ENVIRONMENT_TYPES, "beam_environment_type",
+                    f"must be one of {', '.join(BEAM_ENVIRONMENT_TYPES)}")
+            require(self.beam_environment_type not in ("EXTERNAL", "PROCESS")
+                    or bool(self.beam_environment_config), "beam_environment_config",
+                    f"beam_environment_type={self.beam_environment_type} needs it: EXTERNAL takes "
+                    "the worker pool's host:port, PROCESS a JSON {\"command\": ...}")
+        elif runner == "dataflow":
+            for key in ("gcp_project", "gcp_region"):
+                require(bool(getattr(self, key).strip()), key, "beam_runner=dataflow needs it")
+            require(self.beam_temp_location.startswith("gs://"), "beam_temp_location",
+                    "beam_runner=dataflow needs a gs://bucket/path for temporary files")
+            require("/" in self.pipeline_image, "pipeline_image",
+                    "beam_runner=dataflow runs the workers from this image, so it must be a "
+                    "registry path Dataflow can pull, e.g. gcr.io/PROJECT/tfx-serving-pipeline:TAG")
 
 
 # What MetadataStore(...) takes: a direct connection (SQLite, MySQL) or an MLMD gRPC client's.
