@@ -115,14 +115,14 @@ def _model_server(config: PipelineConfig) -> Iterator[bool]:
 
 def _ask_live_model(config: PipelineConfig) -> Optional[str]:
     """The live model's answer to the summary's curl command, so the run shows it answering."""
-    import requests
+    import json
     from pipeline import console
+    from serving.client import RestClient, RestError
     try:
-        response = requests.post(f"{config.rest_url}/v1/models/{config.model_name}:predict",
-                                 json={"signature_name": "serving_raw",
-                                       "instances": [console.EXAMPLE_ROW]}, timeout=10)
-        return response.text.replace("\n", " ").replace("    ", "")
-    except requests.RequestException as e:
+        answer = RestClient(config.rest_url).predict(
+            config.model_name, instances=[console.EXAMPLE_ROW], signature_name="serving_raw")
+        return json.dumps(answer, separators=(",", ":"))
+    except (RestError, OSError) as e:
         return f"no answer: {e}"
 
 

@@ -113,6 +113,19 @@ class GrpcClient:
         names = get_model_status_pb2.ModelVersionStatus.State.Name
         return {s.version: names(s.state) for s in response.model_version_status}
 
+    def signature_names(self, model: str, version: int | None = None) -> list[str]:
+        """The signatures GetModelMetadata lists for the model (its newest version by default)."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = model
+        if version is not None:
+            request.model_spec.version.value = version
+        response = self._predictions.GetModelMetadata(request, timeout=self.timeout_s)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signatures)
+        return sorted(signatures.signature_def)
+
     def close(self) -> None:
         self._channel.close()
 

@@ -12,17 +12,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import grpc
 import numpy as np
-import requests
-import tensorflow as tf
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
-                                     model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc)
 
-# Large enough for the biggest probe request; the real server accepts up to INT32_MAX.
-_GRPC_OPTIONS = [("grpc.max_send_message_length", 64 << 20),
-                 ("grpc.max_receive_message_length", 64 << 20)]
-_STATE_NAMES = {v.number: v.name for v in
-                get_model_status_pb2.ModelVersionStatus.State.DESCRIPTOR.values}
+from serving.client import GrpcClient, RestClient, RestError
 
 
 class ProbeFailure(Exception):
@@ -41,83 +32,53 @@ class ProbeInput:
 
 
 class ServingClient:
-    """A thin client over TF Serving's REST and gRPC APIs with per-call latency."""
+    """TF Serving's REST and gRPC APIs for one model (through serving.client), timing each call."""
 
     def __init__(self, model_name: str, rest_url: str, grpc_target: str, timeout_s: float = 10.0):
         self.model_name = model_name
         self.rest_url = rest_url.rstrip("/")
         self.grpc_target = grpc_target
-        self.timeout_s = timeout_s
-        self._session = requests.Session()
-        self._channel = grpc.insecure_channel(grpc_target, options=_GRPC_OPTIONS)
-        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._rest = RestClient(self.rest_url, timeout_s)
+        self._grpc = GrpcClient(grpc_target, timeout_s)
 
     def close(self) -> None:
-        self._session.close()
-        self._channel.close()
+        self._grpc.close()
 
     def model_url(self, version: Optional[int] = None) -> str:
         suffix = f"/versions/{version}" if version is not None else ""
         return f"{self.rest_url}/v1/models/{self.model_name}{suffix}"
 
-    # ------------------------------------------------------------------ status
     def rest_status(self) -> Dict[int, str]:
         """version -> state (AVAILABLE, LOADING, ...) from GET /v1/models/NAME."""
-        response = self._session.get(self.model_url(), timeout=self.timeout_s)
-        body = _json_or_text(response)
-        if response.status_code != 200:
-            raise ConnectionError(f"HTTP {response.status_code}: {body}")
+        body = self._rest.status(self.model_name)
         return {int(s["version"]): s["state"] for s in body.get("model_version_status", [])}
 
     def grpc_status(self) -> Dict[int, str]:
-        request = get_model_status_pb2.GetModelStatusRequest()
-        request.model_spec.name = self.model_name
-        response = self._models.GetModelStatus(request, timeout=self.timeout_s)
-        return {s.version: _STATE_NAMES.get(s.state, str(s.state))
-                for s in response.model_version_status}
+        return self._grpc.status(self.model_name)
 
     def grpc_signature_names(self, version: int) -> List[str]:
-        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-        request.model_spec.name = self.model_name
-        request.model_spec.version.value = version
-        response = self._predictions.GetModelMetadata(request, timeout=self.timeout_s)
-        signatures = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata["signature_def"].Unpack(signatures)
-        return sorted(signatures.signature_def)
+        return self._grpc.signature_names(self.model_name, version)
 
-    # ------------------------------------------------------------------ predict
     def rest_predict(self, version: int, body: Dict[str, Any]) -> tuple[Dict[str, Any], float]:
+        """POST :predict with a row ("instances") or columnar ("inputs") body."""
+        data = {"instances": body["instances"]} if "instances" in body else {"inputs": body["inputs"]}
         start = time.perf_counter()
-        response = self._session.post(self.model_url(version) + ":predict", json=body,
-                                      timeout=self.timeout_s)
-        elapsed = time.perf_counter() - start
-        answer = _json_or_text(response)
-        if response.status_code != 200:
-            raise ValueError(f"HTTP {response.status_code}: {answer}")
-        return answer, elapsed
+        answer = self._rest.predict(self.model_name, signature_name=body["signature_name"],
+                                    version=version, **data)
+        return answer, time.perf_counter() - start
 
     def grpc_predict(self, version: int, signature: str, inputs: Dict[str, np.ndarray]
                      ) -> tuple[Dict[str, np.ndarray], float]:
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = self.model_name
-        request.model_spec.version.value = version
-        request.model_spec.signature_name = signature
-        for name, values in inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(values))
         start = time.perf_counter()
-        response = self._predictions.Predict(request, timeout=self.timeout_s)
+        outputs, answered = self._grpc.predict(self.model_name, inputs, signature, version=version)
         elapsed = time.perf_counter() - start
-        if response.model_spec.version.value != version:
-            raise ValueError(f"the answer came from version {response.model_spec.version.value}")
-        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}, elapsed
+        if answered != version:
+            raise ValueError(f"the answer came from version {answered}")
+        return outputs, elapsed
 
 
-def _json_or_text(response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text[:500]
+# What a call to the server can raise: an HTTP error status, no connection, a gRPC status.
+CALL_ERRORS = (RestError, OSError, grpc.RpcError)
 
 
 # ---------------------------------------------------------------------- checks
@@ -131,7 +92,7 @@ def wait_until_served(client: ServingClient, version: int, deadline_s: float,
                                          ("gRPC", client.grpc_status, client.grpc_target)):
             try:
                 seen[api] = (status_fn(), endpoint)
-            except (requests.RequestException, grpc.RpcError, ConnectionError) as e:
+            except CALL_ERRORS as e:
                 seen[api] = (None, f"{endpoint} ({_short_error(e)})")
         if all(states and states.get(version) == "AVAILABLE" for states, _ in seen.values()):
             return
@@ -244,7 +205,7 @@ def check_predictions(client: ServingClient, version: int, probe: ProbeInput,
         name = f"{check} on '{probe.signature}'"
         try:
             served = call()
-        except (requests.RequestException, grpc.RpcError, ValueError, KeyError, TypeError) as e:
+        except (*CALL_ERRORS, ValueError, KeyError, TypeError) as e:
             raise ProbeFailure(name, version, endpoint, _short_error(e)) from None
         difference = compare_outputs(probe.expected, served, tolerance)
         if difference:
