@@ -25,7 +25,7 @@ IMAGE ?= tfx-serving-pipeline:$(shell git describe --always --dirty 2>/dev/null 
 KFP_HOST ?=
 KFP_ARGS ?=
 
-.PHONY: help venv run-local serve test tensorboard bench clean image kubeflow-compile kubeflow-submit
+.PHONY: help venv run-local serve test tensorboard bench bench-pipeline bench-serving bench-train bench-beam bench-lineage clean image kubeflow-compile kubeflow-submit
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -57,8 +57,22 @@ test: $(STAMP) ## Run the test suite
 tensorboard: $(STAMP) ## Open TensorBoard over the Trainer's run logs
 	$(TFXSP) tensorboard $(ARGS)
 
-bench: $(STAMP) ## Run the benchmarks (slow; see benchmarks/)
+bench: bench-pipeline bench-serving bench-train bench-beam bench-lineage ## Run every benchmark (slow)
+
+bench-pipeline: $(STAMP) ## tfxsp run cold/warm vs TFX's penguin example
 	$(PY) benchmarks/pipeline_bench.py $(ARGS)
+
+bench-serving: $(STAMP) ## The model server: gRPC/REST/batching vs the raw model call
+	$(PY) benchmarks/serving_bench.py $(ARGS)
+
+bench-train: $(STAMP) ## Training examples/s per tf.distribute strategy
+	$(PY) benchmarks/train_bench.py $(ARGS)
+
+bench-beam: $(STAMP) ## Beam direct vs direct-multiprocess on synthetic data
+	$(PY) benchmarks/beam_bench.py $(ARGS)
+
+bench-lineage: $(STAMP) ## Lineage queries on a 200-run ML Metadata store
+	$(PY) benchmarks/lineage_bench.py $(ARGS)
 
 image: $(STAMP) ## Build the pipeline image (IMAGE=name:tag) from the Dockerfile; needs a Docker engine
 	docker build -t $(IMAGE) .
