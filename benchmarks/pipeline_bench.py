@@ -6,8 +6,9 @@ Cold: a fresh pipeline root (every component executes). Warm: the same command a
 changed (upstream components come from the cache). The comparison is TFX's
 `tfx/examples/penguin/penguin_pipeline_local.py`, shipped in the tfx wheel and run unmodified as a
 user would (it reads ~/penguin, so HOME points at a scratch folder). It needs the penguin data in its
-processed form (numeric columns renamed culmen_*, integer species, rows with missing values dropped),
-which this script derives from the same data/penguins/penguins.csv that our pipeline reads.
+processed form (numeric columns renamed culmen_*, integer species, rows with missing values dropped;
+plus an unlabelled copy for its BulkInferrer), which this script derives from the same
+data/penguins/penguins.csv that our pipeline reads.
 """
 from __future__ import annotations
 
@@ -38,21 +39,24 @@ def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
     return elapsed
 
 
-def _processed_penguins(destination: Path) -> int:
-    """The example's input format, from our raw CSV: complete rows, integer label, culmen_* names."""
+def _processed_penguins(data_dir: Path) -> int:
+    """The example's input format, from our raw CSV: complete rows, integer label, culmen_* names,
+    in data/labelled (for training) and, without the label, in data/unlabelled (for its
+    BulkInferrer)."""
     species_ids = {"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}
     columns = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    rows = 0
-    with open(DATA, newline="") as src, open(destination, "w", newline="") as dst:
-        writer = csv.writer(dst)
-        writer.writerow(["species", "culmen_length_mm", "culmen_depth_mm", "flipper_length_mm",
-                         "body_mass_g"])
-        for record in csv.DictReader(src):
-            if all(record[c] for c in columns):
-                writer.writerow([species_ids[record["species"]]] + [float(record[c]) for c in columns])
-                rows += 1
-    return rows
+    header = ["culmen_length_mm", "culmen_depth_mm", "flipper_length_mm", "body_mass_g"]
+    with open(DATA, newline="") as src:
+        rows = [r for r in csv.DictReader(src) if all(r[c] for c in columns)]
+    for split, with_label in (("labelled", True), ("unlabelled", False)):
+        (data_dir / split).mkdir(parents=True, exist_ok=True)
+        with open(data_dir / split / "penguins_processed.csv", "w", newline="") as dst:
+            writer = csv.writer(dst)
+            writer.writerow((["species"] if with_label else []) + header)
+            for r in rows:
+                writer.writerow(([species_ids[r["species"]]] if with_label else [])
+                                + [float(r[c]) for c in columns])
+    return len(rows)
 
 
 def bench_ours(workdir: Path, env: dict[str, str]) -> dict[str, float]:
@@ -65,7 +69,7 @@ def bench_penguin_example(home: Path, env: dict[str, str]) -> dict[str, float]:
 
     example_dir = Path(penguin.__file__).parent
     penguin_root = home / "penguin"
-    _processed_penguins(penguin_root / "data" / "labelled" / "penguins_processed.csv")
+    _processed_penguins(penguin_root / "data")
     shutil.copy(example_dir / "penguin_utils_keras.py", penguin_root)
     cmd = [sys.executable, str(example_dir / "penguin_pipeline_local.py")]
     env = {**env, "HOME": str(home)}

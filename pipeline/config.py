@@ -61,6 +61,10 @@ class PipelineConfig:
     kubeflow_pipeline_root: str = ""  # gs://, s3:// or minio:// URI; the runs' pipeline root
     kubeflow_data_root: str = ""  # folder of CSV files, e.g. gs://bucket/data/penguins
     kubeflow_serving_model_base: str = ""  # Pusher writes <this>/<model_name>/<version>/
+    # kfp: open-source Kubeflow Pipelines 2, which cannot run TFX's resolver nodes, so the compiled
+    # pipeline has no baseline model (the Evaluator's change threshold is skipped); vertex: Vertex
+    # AI Pipelines, which runs them.
+    kubeflow_backend: str = "kfp"
 
     # --- Training ---
     strategy: str = "default"
@@ -169,6 +173,8 @@ class PipelineConfig:
         require(self.model_name.strip() != "" and "/" not in self.model_name, "model_name",
                 "must be a non-empty name without '/'")
         require(self.strategy in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
+        require(self.kubeflow_backend in ("kfp", "vertex"), "kubeflow_backend",
+                "must be kfp (open-source Kubeflow Pipelines) or vertex (Vertex AI Pipelines)")
         require(self.beam_runner in BEAM_RUNNERS, "beam_runner",
                 f"must be one of {', '.join(BEAM_RUNNERS)}")
         require(self.beam_direct_num_workers >= 1, "beam_direct_num_workers", "must be >= 1")

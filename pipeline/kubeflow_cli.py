@@ -82,7 +82,8 @@ def _compile(config: PipelineConfig, output: str):
         click.secho(
             "  note: " + ", ".join(compiled.vertex_only_tasks) + " compile to TFX resolver "
             "executors, which Vertex AI Pipelines runs but open-source KFP 2 backends do not "
-            "('non-container and non-importer executor not implemented').", fg="yellow")
+            "('non-container and non-importer executor not implemented'); compile with "
+            "--set kubeflow_backend=kfp for those.", fg="yellow")
     return compiled
 
 

@@ -119,6 +119,8 @@ def build_pipeline(config: PipelineConfig):
             transform_module_file=image_path(TRANSFORM_MODULE_FILE),
             trainer_module_file=image_path(TRAINER_MODULE_FILE),
             local_metadata=False,
+            # Open-source KFP 2 cannot run TFX's resolver nodes; Vertex AI Pipelines can.
+            baseline_model_resolver=config.kubeflow_backend == "vertex",
             **cluster_paths(config))
 
 

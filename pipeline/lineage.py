@@ -187,7 +187,7 @@ KEY_PROPERTIES = {
     "PushedModel": ("pushed", "pushed_version", "pushed_destination"),
     "ModelBlessing": ("blessed", "current_model_id", "baseline_model_id"),
     "InfraBlessing": ("blessed",),
-    "ServingValidation": ("blessed", "outcome", "probed_version", "reason", "rolled_back"),
+    "tfxsp.ServingValidation": ("blessed", "outcome", "probed_version", "reason", "rolled_back"),
 }
 _NOISE = frozenset({"tfx_version", "is_external", "state", "name", "producer_component",
                     "stats_dashboard_link", "sample_rate_by_split"})
@@ -302,7 +302,7 @@ def _summaries(store: metadata_store.MetadataStore, pipeline_name: str,
     return summaries
 
 
-_OUTCOME_TYPES = ("ModelBlessing", "PushedModel", "ServingValidation")
+_OUTCOME_TYPES = ("ModelBlessing", "PushedModel", "tfxsp.ServingValidation")
 
 
 def _outputs_of_types(store: metadata_store.MetadataStore, execution_ids: list[int],
@@ -335,7 +335,7 @@ def _fill_outcomes(store: metadata_store.MetadataStore, summaries: list[RunSumma
             summary.blessed = bool(props["blessed"].int_value)
         elif artifact.type == "PushedModel" and props.get("pushed") and props["pushed"].int_value:
             summary.pushed_version = props["pushed_version"].string_value
-        elif artifact.type == "ServingValidation":
+        elif artifact.type == "tfxsp.ServingValidation":
             outcome = (artifact.properties.get("outcome")
                        or artifact.custom_properties.get("outcome"))
             summary.serving_validation = outcome.string_value if outcome else None
@@ -430,7 +430,7 @@ def show_run(store: metadata_store.MetadataStore, pipeline_name: str, run: str) 
             properties=properties_of(artifact)))
         if event.type in _OUTPUT_EVENTS and artifact.type == "ModelEvaluation":
             detail.metrics = eval_metrics(artifact.uri)
-        if event.type in _OUTPUT_EVENTS and artifact.type == "ServingValidation":
+        if event.type in _OUTPUT_EVENTS and artifact.type == "tfxsp.ServingValidation":
             detail.serving_validation = properties_of(artifact)
     return detail
 
@@ -717,7 +717,7 @@ def list_models(store: metadata_store.MetadataStore, config: PipelineConfig, *,
                         model.metrics = eval_metrics(evaluation.uri)
         validations = [artifacts[i] for x in consumers.get(artifact.id, [])
                        for i in outputs_of.get(x, []) if i in artifacts
-                       and artifacts[i].type == "ServingValidation"]
+                       and artifacts[i].type == "tfxsp.ServingValidation"]
         if validations:
             newest = max(validations, key=lambda a: (a.create_time_since_epoch, a.id))
             model.serving_validation = {"artifact_id": newest.id, **properties_of(newest)}
@@ -1217,7 +1217,7 @@ _PALETTE = {
     "Examples": "#dbeafe", "ExampleStatistics": "#e0f2fe", "Schema": "#ede9fe",
     "ExampleAnomalies": "#fce7f3", "TransformGraph": "#dcfce7", "TransformCache": "#f0fdf4",
     "Model": "#fef3c7", "ModelRun": "#fefce8", "ModelBlessing": "#ffedd5",
-    "ModelEvaluation": "#fff7ed", "PushedModel": "#fee2e2", "ServingValidation": "#fae8ff",
+    "ModelEvaluation": "#fff7ed", "PushedModel": "#fee2e2", "tfxsp.ServingValidation": "#fae8ff",
     "ExternalData": "#f1f5f9",
 }
 _STATE_COLOURS = {"complete": "#16a34a", "cached": "#2563eb", "failed": "#dc2626"}

@@ -13,7 +13,8 @@ def bind_pipeline(config: PipelineConfig, *, pipeline_name: Optional[str] = None
                   serving_model_dir: Optional[str] = None,
                   transform_module_file: str = TRANSFORM_MODULE_FILE,
                   trainer_module_file: str = TRAINER_MODULE_FILE,
-                  local_metadata: bool = True) -> tfx.dsl.Pipeline:
+                  local_metadata: bool = True,
+                  baseline_model_resolver: bool = True) -> tfx.dsl.Pipeline:
     """The one binding of config to create_pipeline, shared by every runner. A runner that runs
     elsewhere (Kubeflow) overrides the name, paths and module files as its pods see them (None keeps
     the config's local value) and sets local_metadata=False to leave ML Metadata to the cluster."""
@@ -31,7 +32,8 @@ def bind_pipeline(config: PipelineConfig, *, pipeline_name: Optional[str] = None
         trainer_module_file=trainer_module_file,
         beam_pipeline_args=config.beam_pipeline_args(),
         metadata_connection_config=config.metadata_connection_config() if local_metadata else None,
-        serving_validation=config.serving_validation_args() if config.serving_validation else None)
+        serving_validation=config.serving_validation_args() if config.serving_validation else None,
+        baseline_model_resolver=baseline_model_resolver)
 
 
 def build_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:

@@ -76,11 +76,14 @@ def create_pipeline(
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     enable_cache: bool = True,
     serving_validation: Optional[Dict[str, Any]] = None,
+    baseline_model_resolver: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Builds the TFX pipeline from CSV files in `data_root` to a model pushed to `serving_model_dir`.
 
     `serving_validation` holds the ServingValidator's arguments (model_name, rest_url,
-    grpc_target, ...); None leaves the probe out.
+    grpc_target, ...); None leaves the probe out. `baseline_model_resolver=False` leaves out the
+    Resolver (for open-source KFP 2, which cannot run TFX resolver nodes): the Evaluator then has
+    no baseline, TFMA skips the change threshold, and the value threshold alone gates the push.
     """
     example_gen = tfx.components.CsvExampleGen(input_base=data_root)
 
@@ -111,12 +114,12 @@ def create_pipeline(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    ).with_id("latest_blessed_model_resolver") if baseline_model_resolver else None
 
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=model_resolver.outputs["model"],
+        baseline_model=model_resolver.outputs["model"] if model_resolver else None,
         eval_config=eval_config(min_accuracy, max_accuracy_drop))
 
     # Pushes only when the Evaluator blessed the model.
@@ -127,7 +130,7 @@ def create_pipeline(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
 
     components = [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
-                  model_resolver, evaluator, pusher]
+                  *([model_resolver] if model_resolver else []), evaluator, pusher]
     if serving_validation is not None:
         # Proves the push live over REST and gRPC; rolls the version back when it fails.
         components.append(ServingValidator(

@@ -172,7 +172,7 @@ def _read_outputs(store: metadata_store.MetadataStore, execution_ids: list[int],
             report.eval_uri = artifact.uri
             report.accuracy = _accuracy_by_slice(artifact.uri)
             report.validation_failures = _validation_failures(artifact.uri)
-        elif artifact.type == "ServingValidation":
+        elif artifact.type == "tfxsp.ServingValidation":
             report.serving_validation = _serving_validation_report(artifact)
         elif artifact.type == "PushedModel":
             props = artifact.custom_properties
@@ -187,8 +187,8 @@ def _serving_validation_report(artifact: metadata_store_pb2.Artifact) -> dict:
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
-    return {"state": artifact.properties["outcome"].string_value,
-            "reason": artifact.properties["reason"].string_value}
+    return {"state": artifact.custom_properties["outcome"].string_value,
+            "reason": artifact.custom_properties["reason"].string_value}
 
 
 def _slice_name(slice_key: tuple) -> str:

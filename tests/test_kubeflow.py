@@ -49,24 +49,11 @@ CLUSTER = {
 KFP_ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 
 
-def _validator_compiles() -> str:
-    """'' when the ServingValidator's artifact type can be compiled for KFP, else why not."""
-    from tfx.orchestration.kubeflow.v2 import compiler_utils
-
-    from components.serving_validation.artifact import ServingValidation
-    try:
-        compiler_utils.get_artifact_schema(ServingValidation)
-        return ""
-    except ValueError as e:
-        return str(e)
-
-
 # ------------------------------------------------------------------------------------------ compile
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    """The pipeline compiled for the cluster settings above; with the ServingValidator when the
-    component can be compiled (see test_serving_validator_is_part_of_the_compiled_pipeline)."""
-    overrides = dict(CLUSTER, serving_validation="true" if not _validator_compiles() else "false")
+    """The pipeline compiled for the cluster settings above, ServingValidator included."""
+    overrides = dict(CLUSTER, serving_validation="true")
     config = load_config(overrides, environ={})
     path = tmp_path_factory.mktemp("kfp") / "pipeline.yaml"
     result = kubeflow_runner.compile_pipeline(config, str(path))
@@ -224,29 +211,40 @@ def test_dag_edges_are_the_local_pipelines_edges(compiled):
 
 
 def test_serving_validator_is_part_of_the_compiled_pipeline(compiled):
-    """Once the ServingValidator can be compiled for KFP, the fixture includes it (the checks above
-    then cover it too); until then this records why it cannot."""
-    why = _validator_compiles()
-    if why:
-        pytest.xfail(f"ServingValidator cannot be compiled for KFP yet: {why} (KFP needs a "
-                     "custom artifact TYPE_NAME like 'tfxsp.ServingValidation')")
+    """The checks above cover it like every other component; its artifact type compiles under
+    its namespaced TYPE_NAME."""
     config, result = compiled
     assert config.serving_validation
     assert "ServingValidator" in _load_spec(result.path).root.dag.tasks
 
 
-def test_resolver_tasks_are_reported_as_not_runnable_on_open_source_kfp(compiled):
-    _, result = compiled
-    spec = _load_spec(result.path)
-    resolvers = sorted(t for t in spec.root.dag.tasks
-                       if _executor(spec, t).WhichOneof("spec") == "resolver")
+def _resolver_tasks(spec):
+    return sorted(t for t in spec.root.dag.tasks
+                  if _executor(spec, t).WhichOneof("spec") == "resolver")
+
+
+def test_for_open_source_kfp_every_task_is_a_container(compiled):
+    """Open-source KFP 2 cannot run TFX resolver nodes: kubeflow_backend=kfp leaves the baseline
+    Resolver out, so the backend accepts every task."""
+    config, result = compiled
+    assert config.kubeflow_backend == "kfp"
+    assert _resolver_tasks(_load_spec(result.path)) == [] and result.vertex_only_tasks == []
+    assert "Evaluator" in result.tasks
+
+
+def test_for_vertex_the_baseline_resolver_is_compiled_and_reported(tmp_path):
+    config = load_config(dict(CLUSTER, kubeflow_backend="vertex"), environ={})
+    result = kubeflow_runner.compile_pipeline(config, str(tmp_path / "pipeline.yaml"))
+    resolvers = _resolver_tasks(_load_spec(result.path))
+    assert resolvers and all(t.startswith("latest_blessed_model_resolver") for t in resolvers)
     assert result.vertex_only_tasks == resolvers
 
 
 def test_the_local_and_kubeflow_runners_share_one_binding(tmp_path):
     from pipeline import local_runner
     config = load_config(dict(CLUSTER, data_root=str(REPO_ROOT / "data" / "penguins"),
-                              tfx_root=str(tmp_path), serving_validation="false"), environ={})
+                              tfx_root=str(tmp_path), serving_validation="false",
+                              kubeflow_backend="vertex"), environ={})
     local = local_runner.build_pipeline(config)
     cluster = kubeflow_runner.build_pipeline(config)
     assert [n.id for n in local.components] == [n.id for n in cluster.components]

@@ -27,8 +27,7 @@ ARTIFACT_TYPES = {
     "ExampleStatistics": {"span": INT, "split_names": STRING},
     "Schema": {}, "TransformGraph": {}, "Model": {}, "ModelBlessing": {}, "ModelEvaluation": {},
     "PushedModel": {},
-    "ServingValidation": {"blessed": INT, "outcome": STRING, "reason": STRING,
-                          "probed_version": INT, "rolled_back": INT},
+    "tfxsp.ServingValidation": {},
 }
 TFX = "tfx.components."
 # node id, execution type, inputs {key: (producer node, output key)}, outputs {key: type}
@@ -55,7 +54,7 @@ NODES = [
      {"pushed_model": "PushedModel"}),
     ("ServingValidator", "components.serving_validation.component.ServingValidator",
      {"pushed_model": ("Pusher", "pushed_model"), "model": ("Trainer", "model"),
-      "examples": ("CsvExampleGen", "examples")}, {"validation": "ServingValidation"}),
+      "examples": ("CsvExampleGen", "examples")}, {"validation": "tfxsp.ServingValidation"}),
 ]
 UPSTREAM = ("CsvExampleGen", "StatisticsGen", "SchemaGen", "Transform", "Trainer")
 
@@ -227,10 +226,10 @@ class TfxShapedStore:
                 os.makedirs(destination, exist_ok=True)
                 custom["pushed_version"].string_value = str(self.version)
                 custom["pushed_destination"].string_value = destination
-        if type_name == "ServingValidation":
-            artifact.properties["blessed"].int_value = int(validation == "passed")
-            artifact.properties["outcome"].string_value = validation if blessed else "skipped"
-            artifact.properties["reason"].string_value = (
+        if type_name == "tfxsp.ServingValidation":
+            custom["blessed"].int_value = int(validation == "passed")
+            custom["outcome"].string_value = validation if blessed else "skipped"
+            custom["reason"].string_value = (
                 "all checks passed" if validation == "passed" else "REST predictions differ")
             if validation == "failed" and blessed:  # the validator rolls the version back
                 os.rename(os.path.join(self.config.serving_model_dir, str(self.version)),
@@ -363,7 +362,7 @@ def test_artifacts_table_and_json(tfxsp, history):
     counts = _json(tfxsp("artifacts", "--format", "json"))["types"]
     assert counts["Model"] == 2 and counts["PushedModel"] == 3 and counts["Examples"] == 6
     table = tfxsp("artifacts")
-    assert table.exit_code == 0 and "ServingValidation" in table.stdout
+    assert table.exit_code == 0 and "tfxsp.ServingValidation" in table.stdout
 
     result = tfxsp("artifacts", "--type", "model")
     assert result.exit_code == 0, result.output
@@ -425,7 +424,7 @@ def test_lineage_served_upstream_json(tfxsp, history):
     types = {n["type"] for n in nodes.values()}
     assert {"PushedModel", "ModelBlessing", "Model", "TransformGraph", "Examples", "Schema",
             "ExternalData"} <= types
-    assert "ServingValidation" not in types and "ModelEvaluation" not in types
+    assert "tfxsp.ServingValidation" not in types and "ModelEvaluation" not in types
     # The cached Trainer is folded into the run-1 Trainer that it reused.
     trainers = [n for n in nodes.values() if n.get("node_id") == "Trainer"]
     assert len(trainers) == 1 and trainers[0]["state"] == "complete"
@@ -467,7 +466,7 @@ def test_lineage_downstream_from_examples(tfxsp, history):
     boundary = [n for n in nodes.values() if n["boundary"]]
     assert [n["node_id"] for n in boundary] == ["Evaluator"]
     assert boundary[0]["runs"] == [history.runs[2]]
-    assert {n["type"] for n in nodes.values()} >= {"ServingValidation", "ModelEvaluation"}
+    assert {n["type"] for n in nodes.values()} >= {"tfxsp.ServingValidation", "ModelEvaluation"}
     assert "ExternalData" not in {n["type"] for n in nodes.values()}
     follow = _json(tfxsp("lineage", str(first_examples), "--downstream", "--follow-baseline",
                          "--format", "json"))
@@ -482,7 +481,7 @@ def test_lineage_show_cached_and_both(tfxsp):
     assert {n["node_id"] for n in cached} == set(UPSTREAM)
     assert len(shown["nodes"]) == len(folded["nodes"]) + len(UPSTREAM)
     both = _json(tfxsp("lineage", "served", "--both", "--format", "json"))
-    assert {"ServingValidation", "Examples"} <= {n["type"] for n in both["nodes"]}
+    assert {"tfxsp.ServingValidation", "Examples"} <= {n["type"] for n in both["nodes"]}
 
 
 def test_lineage_targets(tfxsp, history):

@@ -64,13 +64,13 @@ def test_first_run_blesses_pushes_and_proves_the_model_live(runs):
 def test_first_run_records_the_serving_validation_linked_to_the_push(runs):
     report = _report(runs)
     store = metadata_store.MetadataStore(runs.config.metadata_connection_config())
-    [validation] = store.get_artifacts_by_type("ServingValidation")
-    assert validation.properties["blessed"].int_value == 1
-    assert validation.properties["outcome"].string_value == "passed"
-    assert validation.properties["probed_version"].int_value == int(report.pushed_version)
+    [validation] = store.get_artifacts_by_type("tfxsp.ServingValidation")
+    assert validation.custom_properties["blessed"].int_value == 1
+    assert validation.custom_properties["outcome"].string_value == "passed"
+    assert validation.custom_properties["probed_version"].int_value == int(report.pushed_version)
     for api in ("rest", "grpc"):
-        assert 0 < validation.properties[f"{api}_p50_ms"].double_value <= \
-            validation.properties[f"{api}_p99_ms"].double_value
+        assert 0 < validation.custom_properties[f"{api}_p50_ms"].double_value <= \
+            validation.custom_properties[f"{api}_p99_ms"].double_value
     # Linked in MLMD: the execution that wrote it read the PushedModel of this push.
     [output_event] = store.get_events_by_artifact_ids([validation.id])
     inputs = [e.artifact_id for e in store.get_events_by_execution_ids([output_event.execution_id])

@@ -92,7 +92,17 @@ def _validate(trained, tmp_path, version, rest_port, grpc_port, pushed=1, destin
          "load_deadline_s": deadline, "tolerance": 1e-5, "latency_requests": 10,
          "max_p50_ms": max_p50_ms, "max_p99_ms": 5000.0, "rollback": rollback})
     with open(os.path.join(validation.uri, "report.json")) as f:
-        return validation, json.load(f)
+        return _Recorded(validation), json.load(f)
+
+
+class _Recorded:
+    """The custom properties the executor recorded on the artifact, as attributes."""
+
+    def __init__(self, artifact):
+        self._artifact = artifact
+
+    def __getattr__(self, name):
+        return self._artifact.get_custom_property(name)
 
 
 def test_passes_when_the_server_serves_the_pushed_model(trained, tmp_path):

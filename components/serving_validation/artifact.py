@@ -8,20 +8,11 @@ REPORT_FILE = "report.json"
 class ServingValidation(artifact.Artifact):
     """Result of probing the served model; the full report is `report.json` in its URI.
 
-    `blessed` is 1 only when every check passed, like the blessing of the Evaluator and the
-    InfraValidator; `outcome` says whether the probe passed, failed or was skipped (nothing pushed).
+    Its figures are custom properties, as the Evaluator's and InfraValidator's blessings have them
+    (and as KFP requires of a custom artifact type): `blessed` (int, 1 only when every check passed),
+    `outcome` (passed / failed / skipped, i.e. nothing pushed), `reason`, `probed_version`,
+    `rest_p50_ms`, `rest_p99_ms`, `grpc_p50_ms`, `grpc_p99_ms`, `rolled_back` and
+    `quarantine_path`. The namespaced TYPE_NAME is what KFP needs to compile a custom type.
     """
 
-    TYPE_NAME = "ServingValidation"
-    PROPERTIES = {
-        "blessed": artifact.Property(type=artifact.PropertyType.INT),
-        "outcome": artifact.Property(type=artifact.PropertyType.STRING),
-        "reason": artifact.Property(type=artifact.PropertyType.STRING),
-        "probed_version": artifact.Property(type=artifact.PropertyType.INT),
-        "rest_p50_ms": artifact.Property(type=artifact.PropertyType.FLOAT),
-        "rest_p99_ms": artifact.Property(type=artifact.PropertyType.FLOAT),
-        "grpc_p50_ms": artifact.Property(type=artifact.PropertyType.FLOAT),
-        "grpc_p99_ms": artifact.Property(type=artifact.PropertyType.FLOAT),
-        "rolled_back": artifact.Property(type=artifact.PropertyType.INT),
-        "quarantine_path": artifact.Property(type=artifact.PropertyType.STRING),
-    }
+    TYPE_NAME = "tfxsp.ServingValidation"

@@ -128,15 +128,15 @@ def _record(validation: Artifact, report: Dict[str, Any]) -> None:
     os.makedirs(validation.uri, exist_ok=True)
     with open(os.path.join(validation.uri, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2, sort_keys=True)
-    validation.outcome = report["state"]
-    validation.blessed = int(report["state"] == PASSED)
-    validation.reason = report["reason"]
+    validation.set_string_custom_property("outcome", report["state"])
+    validation.set_int_custom_property("blessed", int(report["state"] == PASSED))
+    validation.set_string_custom_property("reason", report["reason"])
     if "probed_version" in report:
-        validation.probed_version = report["probed_version"]
+        validation.set_int_custom_property("probed_version", report["probed_version"])
     for api, figures in report.get("latency", {}).items():
-        setattr(validation, f"{api}_p50_ms", figures["p50_ms"])
-        setattr(validation, f"{api}_p99_ms", figures["p99_ms"])
+        validation.set_float_custom_property(f"{api}_p50_ms", figures["p50_ms"])
+        validation.set_float_custom_property(f"{api}_p99_ms", figures["p99_ms"])
     rollback = report.get("rollback")
-    validation.rolled_back = int(bool(rollback))
+    validation.set_int_custom_property("rolled_back", int(bool(rollback)))
     if rollback:
-        validation.quarantine_path = rollback["quarantine_path"]
+        validation.set_string_custom_property("quarantine_path", rollback["quarantine_path"])
