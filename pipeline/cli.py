@@ -168,11 +168,14 @@ def tensorboard(set_items: tuple[str, ...], port: int, host: str) -> None:
     if not model_runs:
         console.print_error("No Trainer logs:", "ML Metadata records no ModelRun artifact yet.")
         sys.exit(EXIT_BAD_INPUT)
-    logdir_spec = ",".join(f"trainer_{a.id}:{a.uri}" for a in model_runs)
+    runs = [f"--run=trainer_{a.id}={a.uri}" for a in model_runs]
     console.console.print(f"TensorBoard over {len(model_runs)} Trainer run(s) at "
                           f"http://{host}:{port}/")
-    os.execv(sys.executable, [sys.executable, "-m", "tensorboard.main", "--logdir_spec",
-                              logdir_spec, "--host", host, "--port", str(port)])
+    # pipeline/tensorboard_main.py: the runs as links under one --logdir (the projector needs a
+    # logdir) and a pkg_resources stand-in (TensorBoard 2.16 imports it; setuptools >= 81 lacks it).
+    os.execv(sys.executable, [sys.executable, "-m", "pipeline.tensorboard_main", "--runs-dir",
+                              os.path.join(config.pipeline_root, "tensorboard_runs"), *runs,
+                              "--host", host, "--port", str(port)])
 
 
 from pipeline import lineage_cli  # noqa: E402

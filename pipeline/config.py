@@ -15,7 +15,8 @@ from ml_metadata.proto import metadata_store_pb2
 
 ENV_PREFIX = "TFXSP_"
 
-STRATEGIES = ("default",)
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "central_storage",
+              "parameter_server", "tpu")
 BEAM_RUNNERS = ("direct", "direct-multiprocess", "flink", "spark", "dataflow")
 # How a portable runner (flink, spark) starts the Python SDK workers; see beam_pipeline_args().
 BEAM_ENVIRONMENT_TYPES = ("DOCKER", "EXTERNAL", "PROCESS", "LOOPBACK")
@@ -68,6 +69,10 @@ class PipelineConfig:
 
     # --- Training ---
     strategy: str = "default"
+    # Local forms of the distributed strategies (see README "Distributed training"):
+    cpu_replicas: int = 2  # mirrored, central_storage on a machine without GPUs: logical CPUs
+    workers: int = 2  # multi_worker_mirrored, parameter_server without TF_CONFIG: worker processes
+    parameter_servers: int = 1  # parameter_server without TF_CONFIG: parameter server processes
     train_steps: int = 800
     eval_steps: int = 4
     epochs: int = 16
@@ -143,8 +148,9 @@ class PipelineConfig:
 
     def trainer_hparams(self) -> dict[str, Any]:
         """What run_fn receives as fn_args.custom_config."""
-        keys = ("strategy", "epochs", "batch_size", "learning_rate", "hidden_units",
-                "embedding_dim", "random_seed", "tensorboard_update_freq", "histogram_freq")
+        keys = ("strategy", "cpu_replicas", "workers", "parameter_servers", "epochs",
+                "batch_size", "learning_rate", "hidden_units", "embedding_dim", "random_seed",
+                "tensorboard_update_freq", "histogram_freq")
         return {key: getattr(self, key) for key in keys}
 
     def serving_validation_args(self) -> dict[str, Any]:
@@ -173,6 +179,13 @@ class PipelineConfig:
         require(self.model_name.strip() != "" and "/" not in self.model_name, "model_name",
                 "must be a non-empty name without '/'")
         require(self.strategy in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
+        require(1 <= self.cpu_replicas <= 64, "cpu_replicas",
+                "must be between 1 and 64 (logical CPU devices for mirrored/central_storage)")
+        require(1 <= self.workers <= 32, "workers",
+                "must be between 1 and 32 (local worker processes for multi_worker_mirrored/"
+                "parameter_server)")
+        require(1 <= self.parameter_servers <= 8, "parameter_servers",
+                "must be between 1 and 8 (local parameter server processes)")
         require(self.kubeflow_backend in ("kfp", "vertex"), "kubeflow_backend",
                 "must be kfp (open-source Kubeflow Pipelines) or vertex (Vertex AI Pipelines)")
         require(self.beam_runner in BEAM_RUNNERS, "beam_runner",

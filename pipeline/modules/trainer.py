@@ -6,15 +6,24 @@ The exported SavedModel has three signatures:
                       -> the same outputs
   transform_features  serialized tf.Example -> transformed features; TFMA uses it to get the label
 """
+import hashlib
+import io
+import json
 import os
-from typing import Any, Dict, List
+import tempfile
+import time
+from typing import Any, Dict, List, Optional
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
+from google.protobuf import text_format
+from tensorboard.plugins import projector
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
+from pipeline import distributed
 from pipeline.modules import features
 from pipeline.modules import strategies
 
@@ -23,7 +32,7 @@ OUTPUT_KEYS = ("probabilities", "class_ids", "classes")
 
 def _input_fn(file_pattern: List[str], data_accessor: tfx.components.DataAccessor,
               tf_transform_output: tft.TFTransformOutput, batch_size: int,
-              seed: int) -> tf.data.Dataset:
+              seed: Optional[int]) -> tf.data.Dataset:
     """Batches of (transformed features, label), repeated indefinitely."""
     return data_accessor.tf_dataset_factory(
         file_pattern,
@@ -72,23 +81,131 @@ def embedding_layer_name(key: str) -> str:
     return f"{key}_embedding"
 
 
-def _tensorboard_callback(log_dir: str, vocabularies: Dict[str, List[str]],
-                          hparams: Dict[str, Any]) -> tf.keras.callbacks.TensorBoard:
-    """Scalars, graph, weight histograms and the projector's embeddings with vocabulary labels."""
-    metadata = {}
+def vocabulary_filename(key: str) -> str:
+    """The projector's metadata file for `key`'s embedding: one vocabulary label per row."""
+    return f"{key}_vocabulary.tsv"
+
+
+class LearningRateLogger(tf.keras.callbacks.Callback):
+    """Puts the optimizer's current learning rate into the logs, so that the TensorBoard callback
+    after it writes `epoch_learning_rate` and `batch_learning_rate` (tf-keras logs the learning
+    rate only when it is a schedule). Also lands in the History."""
+
+    def __init__(self):
+        super().__init__()
+        self._supports_tf_logs = True  # batch logs stay tensors: no host sync per step
+
+    def _learning_rate(self) -> tf.Tensor:
+        return tf.convert_to_tensor(self.model.optimizer.learning_rate)
+
+    def on_train_batch_end(self, batch, logs=None):
+        # With ParameterServerStrategy batch logs are RemoteValues, not dicts: nothing to add to.
+        if isinstance(logs, dict):
+            logs["learning_rate"] = self._learning_rate()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(self._learning_rate().numpy())
+
+
+class EmbeddingProjector(tf.keras.callbacks.Callback):
+    """The embeddings for TensorBoard's projector, in <log_dir>/train (the training run, where the
+    projector looks): a checkpoint holding only the embedding variables, every `freq` epochs;
+    projector_config.pbtxt naming each one; and a metadata file of its vocabulary labels.
+
+    tf-keras's own `embeddings_freq` names every embedding 'layer_with_weights-0' of a whole-model
+    checkpoint, so a model with two embedding layers would show the first one twice (and the
+    optimizer's and dense layers' matrices beside them)."""
+
+    def __init__(self, log_dir: str, vocabularies: Dict[str, List[str]], chief: bool,
+                 freq: int = 1):
+        super().__init__()
+        self._log_dir, self._vocabularies, self._chief, self._freq = (
+            log_dir, vocabularies, chief, max(1, freq))
+        self._dir = self._manager = None
+        self._saved_epoch = None
+
+    def on_train_begin(self, logs=None):
+        # As tf-keras does for its TensorBoard logs: only the chief writes where people look;
+        # another worker writes the same into a temporary folder, removed at the end.
+        self._dir = (os.path.join(self._log_dir, "train") if self._chief
+                     else tempfile.mkdtemp(prefix="tfxsp-embeddings-"))
+        tf.io.gfile.makedirs(self._dir)
+        variables, config = {}, projector.ProjectorConfig()
+        for key, labels in self._vocabularies.items():
+            layer = embedding_layer_name(key)
+            variables[layer] = self.model.get_layer(layer).embeddings
+            with tf.io.gfile.GFile(os.path.join(self._dir, vocabulary_filename(key)), "w") as f:
+                f.write("".join(label + "\n" for label in labels))
+            embedding = config.embeddings.add()
+            embedding.tensor_name = f"{layer}/.ATTRIBUTES/VARIABLE_VALUE"
+            embedding.metadata_path = vocabulary_filename(key)
+        with tf.io.gfile.GFile(os.path.join(self._dir, "projector_config.pbtxt"), "w") as f:
+            f.write(text_format.MessageToString(config))
+        self._manager = tf.train.CheckpointManager(
+            tf.train.Checkpoint(**variables), self._dir, max_to_keep=1,
+            checkpoint_name="embeddings")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self._freq == 0:
+            self._manager.save(checkpoint_number=epoch)
+            self._saved_epoch = epoch
+
+    def on_train_end(self, logs=None):
+        if self._saved_epoch is None:
+            self._manager.save(checkpoint_number=0)
+        if not self._chief:
+            tf.io.gfile.rmtree(self._dir)
+
+
+class Throughput(tf.keras.callbacks.Callback):
+    """Wall time of every epoch, for the examples/s in the training summary."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch_seconds: List[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+
+
+class TensorBoard(tf.keras.callbacks.TensorBoard):
+    """tf-keras's TensorBoard callback, writing per-step scalars only every `update_freq` steps.
+
+    tf-keras calls its batch hook on every step and issues a summary op per log entry each time,
+    recorded or not, which made each step several times slower than the step itself."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        # _global_train_batch counts the steps of this fit() as the model's train counter does,
+        # which is what the recording condition of the per-step summaries checks.
+        due = (self.update_freq != "epoch" and self._global_train_batch % self.update_freq == 0)
+        if due or self._should_write_train_graph:
+            super().on_train_batch_end(batch, logs)
+
+
+def _callbacks(log_dir: str, vocabularies: Dict[str, List[str]], hparams: Dict[str, Any],
+               chief: bool) -> List[tf.keras.callbacks.Callback]:
+    """TensorBoard: scalars per epoch and every `tensorboard_update_freq` steps (loss, accuracy,
+    learning rate, steps/s), the Keras model and train-step graphs, weight and bias histograms
+    every `histogram_freq` epochs, and the projector's embeddings with vocabulary labels."""
     tf.io.gfile.makedirs(log_dir)
-    for key, labels in vocabularies.items():
-        filename = f"{key}_vocabulary.tsv"
-        with tf.io.gfile.GFile(os.path.join(log_dir, filename), "w") as f:
-            f.write("".join(label + "\n" for label in labels))
-        metadata[embedding_layer_name(key)] = filename
-    return tf.keras.callbacks.TensorBoard(
-        log_dir=log_dir,
-        histogram_freq=hparams["histogram_freq"],
-        write_graph=True,
-        update_freq=hparams["tensorboard_update_freq"] or "epoch",
-        embeddings_freq=1,
-        embeddings_metadata=metadata)
+    return [
+        LearningRateLogger(),  # before TensorBoard, which writes what this adds to the logs
+        TensorBoard(
+            log_dir=log_dir,
+            histogram_freq=hparams["histogram_freq"],
+            write_graph=True,
+            # Per-step scalars and the train-step graph are written from batch hooks, which
+            # tf-keras calls only when some callback needs them; steps/s is the one that does.
+            write_steps_per_second=True,
+            update_freq=hparams["tensorboard_update_freq"] or "epoch",
+            embeddings_freq=0),  # EmbeddingProjector does it correctly
+        EmbeddingProjector(log_dir, vocabularies, chief),
+    ]
 
 
 def _raw_serving_inputs(raw_feature_spec: Dict[str, Any]) -> Dict[str, tf.TensorSpec]:
@@ -147,15 +264,75 @@ def _make_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTransform
     }
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    """Trains under the configured tf.distribute strategy and exports the serving SavedModel."""
-    if not tf.keras.__name__.startswith("tf_keras"):
-        raise RuntimeError(
-            f"tf.keras is {tf.keras.__name__}; this Trainer needs tf-keras (Keras 2). "
-            "Import the 'pipeline' package before TensorFlow, which sets TF_USE_LEGACY_KERAS=1.")
+def _train_and_eval_data(fn_args: tfx.components.FnArgs, strategy: tf.distribute.Strategy,
+                         tf_transform_output: tft.TFTransformOutput, global_batch_size: int,
+                         seed: int):
+    """What model.fit gets for training and validation under `strategy`."""
+    if isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
+        # TF's "Parameter server training with Keras": each worker builds its own input pipeline
+        # from a dataset_fn. Workers step independently, so they shuffle independently (no seed):
+        # with one seed every worker would train on the same batches in the same order.
+        def creator(files: List[str], shuffle_seed: Optional[int]):
+            def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+                batch = input_context.get_per_replica_batch_size(global_batch_size)
+                dataset = _input_fn(files, fn_args.data_accessor, tf_transform_output, batch,
+                                    shuffle_seed)
+                return dataset.shard(input_context.num_input_pipelines,
+                                     input_context.input_pipeline_id)
+            return tf.keras.utils.experimental.DatasetCreator(dataset_fn)
+        return creator(fn_args.train_files, None), creator(fn_args.eval_files, None)
+
+    def dataset(files: List[str]) -> tf.data.Dataset:
+        options = tf.data.Options()
+        # Every worker reads the same shuffled stream (same seed) and keeps its own share of each
+        # global batch; sharding by file would need at least as many files as workers.
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+        return _input_fn(files, fn_args.data_accessor, tf_transform_output, global_batch_size,
+                         seed).with_options(options)
+    return dataset(fn_args.train_files), dataset(fn_args.eval_files)
+
+
+def _replica_devices(strategy: tf.distribute.Strategy) -> List[str]:
+    try:
+        return list(strategy.extended.worker_devices)
+    except (RuntimeError, NotImplementedError, AttributeError):  # the default strategy
+        return []
+
+
+def _weights_fingerprint(weights: List[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for w in weights:
+        digest.update(str(w.shape).encode())
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
+
+
+def _export(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
+            class_names: List[str], serving_model_dir: str, chief: bool) -> None:
+    """Exports the serving SavedModel once: the chief to serving_model_dir. Every other worker of a
+    multi-worker strategy saves too (saving can run collective ops that need every worker), into
+    a temporary folder that it then removes, as in TF's multi-worker Keras guide."""
+    export_dir = serving_model_dir if chief else tempfile.mkdtemp(prefix="tfxsp-export-")
+    try:
+        signatures = _make_signatures(model, tf_transform_output, class_names)
+        tf.saved_model.save(model, export_dir, signatures=signatures)
+    finally:
+        if not chief:
+            tf.io.gfile.rmtree(export_dir)
+
+
+def train_and_export(fn_args: tfx.components.FnArgs) -> Dict[str, Any]:
+    """Trains in this process under the configured strategy, exports the model (chief only) and
+    writes this task's training summary to <model_run_dir>/training/<task>.json (plus its final
+    weights, <task>.weights.npz). pipeline/distributed.py decides which processes call this."""
     hparams = dict(fn_args.custom_config)
-    tf.keras.utils.set_random_seed(hparams["random_seed"])
+    # First, before any op runs: some strategies configure devices or collective ops.
     strategy = strategies.make_strategy(hparams)
+    tf.keras.utils.set_random_seed(hparams["random_seed"])
+    chief = strategies.is_chief(strategy)
+    task = strategies.task_name(strategy)
+    is_ps = isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     vocabularies = {key: _vocabulary_labels(tf_transform_output, key)
@@ -163,26 +340,92 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     class_names = [v.decode() for v in tf_transform_output.vocabulary_by_name(
         features.vocabulary_name(features.LABEL_KEY))]
 
-    global_batch_size = hparams["batch_size"] * strategy.num_replicas_in_sync
-    logging.info("Training with %s over %d replica(s), global batch %d",
-                 type(strategy).__name__, strategy.num_replicas_in_sync, global_batch_size)
-    train_dataset = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                              global_batch_size, hparams["random_seed"])
-    eval_dataset = _input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                             global_batch_size, hparams["random_seed"])
+    replicas = strategy.num_replicas_in_sync
+    workers = strategies.num_workers(strategy)
+    # One step = one batch per replica in sync. With ParameterServerStrategy the replicas in sync
+    # are one worker's devices: each step runs on whichever worker is free, `workers` at a time.
+    global_batch_size = hparams["batch_size"] * replicas
+    logging.info("Training (%s) with %s: %d replica(s) in sync, %d worker(s), %d parameter "
+                 "server(s), global batch %d", task, type(strategy).__name__, replicas, workers,
+                 strategies.num_parameter_servers(strategy), global_batch_size)
+    if is_ps:
+        # Keras would create it in fit(); it is one per strategy, so fit() reuses this one.
+        tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+    train_data, eval_data = _train_and_eval_data(fn_args, strategy, tf_transform_output,
+                                                 global_batch_size, hparams["random_seed"])
 
     with strategy.scope():
         model = _build_model(vocabularies, len(class_names), hparams)
 
     epochs = hparams["epochs"]
-    model.fit(
-        train_dataset,
+    steps_per_epoch = max(1, fn_args.train_steps // epochs)
+    throughput = Throughput()
+    start = time.perf_counter()
+    history = model.fit(
+        train_data,
         epochs=epochs,
-        steps_per_epoch=max(1, fn_args.train_steps // epochs),
-        validation_data=eval_dataset,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=eval_data,
         validation_steps=fn_args.eval_steps,
-        callbacks=[_tensorboard_callback(fn_args.model_run_dir, vocabularies, hparams)],
+        callbacks=[throughput, *_callbacks(fn_args.model_run_dir, vocabularies, hparams, chief)],
         verbose=0)
+    train_seconds = time.perf_counter() - start
 
-    signatures = _make_signatures(model, tf_transform_output, class_names)
-    tf.saved_model.save(model, fn_args.serving_model_dir, signatures=signatures)
+    _export(model, tf_transform_output, class_names, fn_args.serving_model_dir, chief)
+
+    weights = model.get_weights()
+    examples_per_epoch = steps_per_epoch * global_batch_size
+    later = throughput.epoch_seconds[1:]  # the first epoch includes tracing and cluster set-up
+    summary = {
+        "task": task,
+        "chief": chief,
+        "pid": os.getpid(),
+        "strategy": hparams["strategy"],
+        "strategy_class": type(strategy).__name__,
+        "keras": tf.keras.__name__,
+        "num_replicas_in_sync": replicas,
+        "workers": workers,
+        "parameter_servers": strategies.num_parameter_servers(strategy),
+        "replica_devices": _replica_devices(strategy),
+        "variable_devices": sorted({v.device for v in model.trainable_variables}),
+        # Copies of each variable kept in sync: one per replica (mirrored), else one.
+        "variable_copies": len(strategy.experimental_local_results(model.trainable_variables[0])),
+        "batch_size_per_replica": hparams["batch_size"],
+        "global_batch_size": global_batch_size,
+        "epochs": epochs,
+        "steps": steps_per_epoch * epochs,
+        "examples": examples_per_epoch * epochs,
+        "train_seconds": train_seconds,
+        "epoch_seconds": throughput.epoch_seconds,
+        "examples_per_second": examples_per_epoch * epochs / train_seconds,
+        "steady_examples_per_second": (examples_per_epoch * len(later) / sum(later)
+                                       if later else None),
+        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+        "weights_sha256": _weights_fingerprint(weights),
+    }
+    summary_dir = os.path.join(fn_args.model_run_dir, "training")
+    tf.io.gfile.makedirs(summary_dir)
+    with tf.io.gfile.GFile(os.path.join(summary_dir, f"{task}.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    buffer = io.BytesIO()  # np.savez seeks, which GFile cannot
+    np.savez(buffer, *weights)
+    with tf.io.gfile.GFile(os.path.join(summary_dir, f"{task}.weights.npz"), "wb") as f:
+        f.write(buffer.getvalue())
+    logging.info("Trained (%s): %d steps, %.0f examples/s, final %s", task, summary["steps"],
+                 summary["examples_per_second"],
+                 {k: round(v[-1], 4) for k, v in summary["history"].items()})
+    return summary
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """Trains under the configured tf.distribute strategy and exports the serving SavedModel.
+
+    pipeline/distributed.py runs train_and_export here or, when the strategy needs them, in a local
+    cluster of processes (multi_worker_mirrored, parameter_server without TF_CONFIG) or in a fresh
+    process (a strategy that must set TensorFlow up before its first op, after Transform ran
+    TensorFlow in this one)."""
+    if not tf.keras.__name__.startswith("tf_keras"):
+        raise RuntimeError(
+            f"tf.keras is {tf.keras.__name__}; this Trainer needs tf-keras (Keras 2). "
+            "Import the 'pipeline' package before TensorFlow, which sets TF_USE_LEGACY_KERAS=1.")
+    distributed.run_training(fn_args, train_and_export)
