@@ -42,6 +42,11 @@ def reload(server, text):
 
 def test_reload_adds_models_and_labels_then_removes_them(reload_server):
     root = reload_server.root
+    # Labels may only point at versions that are AVAILABLE (as in TF Serving, whose reload does
+    # not wait for the versions a changed policy adds), so serve every version of `a` first.
+    reload(reload_server, config_text(("a", root / "a", "model_version_policy { all {} }")))
+    wait_until(lambda: statuses(reload_server, "a").get(1, ("",))[0] == "AVAILABLE",
+               what="version 1 of model a available")
     a = ("a", root / "a", 'model_version_policy { all {} } version_labels { key: "stable" value: 1 } '
                           'version_labels { key: "canary" value: 2 }')
     response = reload(reload_server, config_text(a, ("b", root / "b", "")))
