@@ -177,7 +177,6 @@ def _alive(pid):
         return False
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker through /proc")
 def test_a_worker_that_dies_fails_the_training_and_leaves_no_process(pipeline_run,
                                                                      tmp_path):
     """Kills worker-1 of a 2-worker multi_worker_mirrored training once the chief is in fit()."""
