@@ -127,28 +127,24 @@ class GrpcApi:
         return await self._serve("Predict", request, context, predict)
 
     async def Classify(self, request, context):
-        async def classify():
-            spec = _model_spec(request)
-            with self._acquire(spec) as handle:
-                result = await self._inference.classify(handle.servable, spec.signature_name, request.input,
-                                                        _deadline(context))
-                response = classification_pb2.ClassificationResponse(result=result)
-                _set_model_spec(response.model_spec, spec.name, spec.signature_name, handle.version)
-            return response
-
-        return await self._serve("Classify", request, context, classify)
+        return await self._serve_examples("Classify", request, context, self._inference.classify,
+                                          classification_pb2.ClassificationResponse)
 
     async def Regress(self, request, context):
-        async def regress():
+        return await self._serve_examples("Regress", request, context, self._inference.regress,
+                                          regression_pb2.RegressionResponse)
+
+    async def _serve_examples(self, api, request, context, infer, response_type):
+        """Classify and Regress: the same request shape, a different inference and response."""
+        async def run():
             spec = _model_spec(request)
             with self._acquire(spec) as handle:
-                result = await self._inference.regress(handle.servable, spec.signature_name, request.input,
-                                                       _deadline(context))
-                response = regression_pb2.RegressionResponse(result=result)
+                result = await infer(handle.servable, spec.signature_name, request.input, _deadline(context))
+                response = response_type(result=result)
                 _set_model_spec(response.model_spec, spec.name, spec.signature_name, handle.version)
             return response
 
-        return await self._serve("Regress", request, context, regress)
+        return await self._serve(api, request, context, run)
 
     async def MultiInference(self, request, context):
         async def multi_inference():

@@ -154,27 +154,29 @@ class Inference:
 
     async def classify(self, servable: Servable, signature_name: str, model_input: input_pb2.Input,
                        deadline: float | None) -> classification_pb2.ClassificationResult:
-        signature = self._lookup(servable, signature_name, "No signature was found with the name: ")
-        if self._method_name_check:
-            _check_method(signature, CLASSIFY_METHOD, "classification")
-        input_name, output_names = _classification_tensors(signature)
-        examples = serialized_examples(model_input)
-        self._metrics.examples(servable.model_name, len(examples))
-        outputs = await self._run(servable, "Classify", [input_name], [_string_vector(examples)], output_names,
-                                  deadline)
-        return _classification_result(signature, len(examples), dict(zip(output_names, outputs)))
+        return await self._run_examples(servable, "Classify", signature_name, model_input, deadline,
+                                        CLASSIFY_METHOD, "classification", _classification_tensors,
+                                        _classification_result)
 
     async def regress(self, servable: Servable, signature_name: str, model_input: input_pb2.Input,
                       deadline: float | None) -> regression_pb2.RegressionResult:
+        return await self._run_examples(servable, "Regress", signature_name, model_input, deadline,
+                                        REGRESS_METHOD, "regression", _regression_tensors,
+                                        _regression_result)
+
+    async def _run_examples(self, servable: Servable, api: str, signature_name: str,
+                            model_input: input_pb2.Input, deadline: float | None, method: str,
+                            kind: str, tensors, make_result):
+        """Classify and Regress: tf.Examples in, the signature's tensors, a typed result out."""
         signature = self._lookup(servable, signature_name, "No signature was found with the name: ")
         if self._method_name_check:
-            _check_method(signature, REGRESS_METHOD, "regression")
-        input_name, output_names = _regression_tensors(signature)
+            _check_method(signature, method, kind)
+        input_name, output_names = tensors(signature)
         examples = serialized_examples(model_input)
         self._metrics.examples(servable.model_name, len(examples))
-        outputs = await self._run(servable, "Regress", [input_name], [_string_vector(examples)], output_names,
+        outputs = await self._run(servable, api, [input_name], [_string_vector(examples)], output_names,
                                   deadline)
-        return _regression_result(signature, len(examples), dict(zip(output_names, outputs)))
+        return make_result(signature, len(examples), dict(zip(output_names, outputs)))
 
     async def multi_inference(self, servable: Servable, tasks: Sequence[tuple[str, str, str]],
                               model_input: input_pb2.Input, deadline: float | None) -> list[TaskResult]:
