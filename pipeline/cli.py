@@ -54,6 +54,7 @@ def run(set_items: tuple[str, ...], verbose: bool) -> None:
         console.print_error("Input error:", f"{e} Nothing was run or pushed.")
         sys.exit(EXIT_BAD_INPUT)
 
+    _check_serving_ports(config)
     console.console.print(f"Running pipeline [bold]{config.pipeline_name}[/] "
                           f"(data: {config.data_dir}, outputs: {config.pipeline_root})")
     log_path = None if verbose else os.path.join(
@@ -86,6 +87,28 @@ def run(set_items: tuple[str, ...], verbose: bool) -> None:
     if validation.get("state") == "failed":
         console.print_error("Serving validation failed:", validation["reason"])
         sys.exit(EXIT_NOT_SERVED)
+
+
+def _check_serving_ports(config: PipelineConfig) -> None:
+    """Before anything runs: the model server the probe needs must be able to listen. Found only
+    after training, a taken port would fail the probe and roll back a good model."""
+    if not config.serving_validation:
+        return
+    from pipeline import console
+    from serving import launcher
+    if launcher.rest_is_answering(config.serving_host, config.rest_port):
+        return  # a model server already runs there; _model_server uses it
+    busy = [port for port in (config.grpc_port, config.rest_port)
+            if not launcher.port_is_free(config.serving_host, port)]
+    if busy:
+        console.print_error(
+            "Serving ports in use:",
+            f"{', '.join(map(str, busy))} on {config.serving_host} is taken by another program, "
+            f"and no model server answers at {config.rest_url}, so none can be started for the "
+            "serving validation. Stop that program, pick free ports (--set grpc_port=... --set "
+            "rest_port=...), or skip the probe (--set serving_validation=false). Nothing was run "
+            "or pushed.")
+        sys.exit(EXIT_BAD_INPUT)
 
 
 @contextlib.contextmanager

@@ -1,11 +1,13 @@
 """Bad input is caught before anything runs, with a message that says what and where."""
 import shutil
+import socket
 
 import pytest
 
 from pipeline.config import load_config
 from pipeline.preflight import PreflightError, check_inputs
 
+from tests.conftest import free_port
 from tests.helpers import PENGUINS_DIR, run_tfxsp
 
 HEADER = "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year"
@@ -84,3 +86,18 @@ def test_cli_rejects_bad_config_with_exit_2(tmp_path):
     assert result.returncode == 2
     assert "Configuration error: config 'epochs' = 'lots': expected a int" in result.stdout
     shutil.rmtree(tmp_path / "tfx_runs", ignore_errors=True)
+
+
+def test_cli_refuses_to_run_when_the_serving_ports_are_taken(tmp_path):
+    """Found only after training, a taken port would fail the probe and roll back a good model."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        grpc_port = taken.getsockname()[1]
+        result = run_tfxsp(["run", "--set", f"data_root={PENGUINS_DIR}", "--set", "tfx_root=runs",
+                            "--set", f"grpc_port={grpc_port}", "--set", f"rest_port={free_port()}"],
+                           cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Serving ports in use:" in result.stdout and str(grpc_port) in result.stdout
+    assert "Nothing was run or pushed." in result.stdout
+    assert not (tmp_path / "runs" / "pipelines" / "penguin_serving" / "metadata.db").exists()
