@@ -260,6 +260,9 @@ def port_is_free(host: str, port: int) -> bool:
     """Whether a server could listen on ``host:port`` now (nothing else is bound there)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
+        # As servers do: connections of a stopped server in TIME_WAIT do not block the port, a
+        # listening socket does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
