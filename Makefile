@@ -25,7 +25,7 @@ IMAGE ?= tfx-serving-pipeline:$(shell git describe --always --dirty 2>/dev/null 
 KFP_HOST ?=
 KFP_ARGS ?=
 
-.PHONY: help venv run-local serve test tensorboard bench bench-pipeline bench-serving bench-train bench-beam bench-lineage clean image kubeflow-compile kubeflow-submit
+.PHONY: help venv lint run-local serve test tensorboard bench bench-pipeline bench-serving bench-train bench-beam bench-lineage clean image kubeflow-compile kubeflow-submit
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -51,7 +51,10 @@ run-local: $(STAMP) ## Run the whole pipeline locally (LocalDagRunner), CSV to p
 serve: $(STAMP) ## Serve the model base path in the foreground (Ctrl-C stops)
 	$(TFXSP) serve $(ARGS)
 
-test: $(STAMP) ## Run the test suite
+lint: $(STAMP) ## Lint the project with ruff (ruff.toml)
+	$(VENV)/bin/ruff check .
+
+test: lint ## Lint, then run the test suite
 	$(PY) -m pytest $(ARGS)
 
 tensorboard: $(STAMP) ## Open TensorBoard over the Trainer's run logs

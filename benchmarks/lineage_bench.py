@@ -180,7 +180,7 @@ class Replayer:
                 contexts.append(self.cache_context[node.node_id])
             _, artifact_ids, _ = self.store.put_execution(
                 execution, pairs, contexts, reuse_context_if_already_exist=True)
-            for (artifact, event), artifact_id in zip(pairs, artifact_ids):
+            for (_, event), artifact_id in zip(pairs, artifact_ids):
                 if event.type == mlmd.Event.OUTPUT:
                     key = lineage.event_keys(event)[0]
                     produced[(node.node_id, key)] = artifact_id

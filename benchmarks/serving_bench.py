@@ -2,7 +2,8 @@
 
 One run measures, on each model (TF Serving's half_plus_two, where a request's cost is almost all
 RPC handling; "dense", a 4 x 2048 ReLU network whose own compute dominates a request, which is where
-batching pays; and any SavedModel given with --model_dir): the raw signature call in-process (eager ``signatures[...]`` and the TF1 session path
+batching pays; and any SavedModel given with --model_dir): the raw signature call in-process (eager
+``signatures[...]`` and the TF1 session path
 the server uses); gRPC Predict and REST predict at batch 1 and 64, concurrency 1 and 32; the same
 with --enable_batching; 64 concurrent batch-1 clients with and without batching; and the time from
 starting the server process to a version being AVAILABLE. It prints a table, checks the targets
@@ -31,14 +32,14 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import aiohttp  # noqa: E402
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow_serving.apis import predict_pb2  # noqa: E402
+import aiohttp
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
 
-from serving import half_plus_two, launcher, tensor_codec  # noqa: E402
-from serving import servable as servable_lib  # noqa: E402
+from serving import half_plus_two, launcher, tensor_codec
+from serving import servable as servable_lib
 
 BATCHING_PARAMETERS = (
     "max_batch_size { value: 64 }\n"
@@ -70,7 +71,7 @@ class Workload:
     name: str
     version_dir: str
     signature: str
-    make_inputs: "callable"  # batch -> {alias: ndarray}
+    make_inputs: callable  # batch -> {alias: ndarray}
 
 
 def summarize(cell: Cell, latencies: list[float], elapsed: float) -> Cell:
@@ -136,7 +137,7 @@ async def drive(send, concurrency: int, duration_s: float, warmup: int) -> tuple
             try:
                 await send()
                 latencies.append(time.perf_counter() - t0)
-            except Exception:  # noqa: BLE001 - counted, and shown in the table
+            except Exception:
                 errors += 1
 
     start = time.perf_counter()
@@ -200,7 +201,8 @@ def _jsonable(value: np.ndarray):
     return value.tolist()
 
 
-def start_server(workload: Workload, base_path: str, batching: bool, workdir: str) -> tuple[launcher.ServerHandle, float]:
+def start_server(workload: Workload, base_path: str, batching: bool,
+                 workdir: str) -> tuple[launcher.ServerHandle, float]:
     args = []
     if batching:
         parameters = os.path.join(workdir, "batching.config")
@@ -304,7 +306,8 @@ def targets(cells: list[Cell], ready: dict[str, float], model: str) -> list[dict
     grpc_32 = find("grpc", concurrency=32)
     unbatched_64, batched_64 = find("grpc", concurrency=64), find("grpc", True, concurrency=64)
     rows = [
-        ("gRPC p50 - raw p50 (batch 1, conc 1)", grpc_1.p50_ms - raw.p50_ms, "<= 1 ms", grpc_1.p50_ms - raw.p50_ms <= 1),
+        ("gRPC p50 - raw p50 (batch 1, conc 1)", grpc_1.p50_ms - raw.p50_ms, "<= 1 ms",
+         grpc_1.p50_ms - raw.p50_ms <= 1),
         ("REST p50 / gRPC p50 (batch 1, conc 1)", rest_1.p50_ms / grpc_1.p50_ms, "<= 1.5",
          rest_1.p50_ms / grpc_1.p50_ms <= 1.5),
         ("gRPC req/s with 32 in flight (batch 1)", grpc_32.requests_per_s, ">= 1000", grpc_32.requests_per_s >= 1000),
@@ -355,7 +358,8 @@ def main() -> None:
         for name, rows in report.items():
             print(f"\nTargets, {name} (reported, not asserted):")
             for row in rows:
-                print(f"  [{'met' if row['met'] else 'MISSED'}] {row['target']}: {row['measured']} (goal {row['goal']})")
+                verdict = "met" if row["met"] else "MISSED"
+                print(f"  [{verdict}] {row['target']}: {row['measured']} (goal {row['goal']})")
         # Other work on the machine competes with the server and the client: record how busy it was.
         load = {"before": load_before, "after": os.getloadavg()}
         print(f"\nLoad average (1, 5, 15 min) before: {load['before']}, after: {load['after']} "

@@ -21,7 +21,6 @@ import csv
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -32,7 +31,7 @@ MEASUREMENTS = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_ma
 INTEGER = {"flipper_length_mm", "body_mass_g", "year"}
 
 
-def read_real(path: Path = REAL) -> List[Dict[str, str]]:
+def read_real(path: Path = REAL) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == COLUMNS, reader.fieldnames
@@ -42,15 +41,15 @@ def read_real(path: Path = REAL) -> List[Dict[str, str]]:
 class Model:
     """The per-species distributions fitted to the real rows."""
 
-    def __init__(self, rows: List[Dict[str, str]]):
+    def __init__(self, rows: list[dict[str, str]]):
         self.n = len(rows)
         by_species = collections.defaultdict(list)
         for row in rows:
             by_species[row["species"]].append(row)
         self.species = sorted(by_species)
         self.species_p = np.array([len(by_species[s]) for s in self.species]) / self.n
-        self.categorical: Dict[Tuple[str, str], Tuple[List[str], np.ndarray]] = {}
-        self.normal: Dict[Tuple[str, str], Tuple[np.ndarray, np.ndarray]] = {}
+        self.categorical: dict[tuple[str, str], tuple[list[str], np.ndarray]] = {}
+        self.normal: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         missing_measurements = sum(1 for r in rows if not r[MEASUREMENTS[0]])
         self.p_missing_measurements = missing_measurements / self.n
         values = np.array([[float(r[m]) for m in MEASUREMENTS] for r in rows if r[MEASUREMENTS[0]]])
@@ -69,12 +68,12 @@ class Model:
                 data = np.array([[float(r[m]) for m in MEASUREMENTS] for r in subset])
                 self.normal[species, sex] = (data.mean(axis=0), np.cov(data, rowvar=False))
 
-    def sample(self, rng: np.random.Generator, count: int) -> List[List[str]]:
+    def sample(self, rng: np.random.Generator, count: int) -> list[list[str]]:
         species = rng.choice(self.species, size=count, p=self.species_p)
         missing = rng.random(count) < self.p_missing_measurements
         rows = []
         for kind, blank in zip(species, missing):
-            def draw(column: str) -> str:
+            def draw(column: str, kind: str = kind) -> str:
                 keys, p = self.categorical[kind, column]
                 return keys[rng.choice(len(keys), p=p)]
             sex = "" if blank else draw("sex")
@@ -91,7 +90,7 @@ class Model:
 
 
 def generate(out_dir: str, factor: int = 100, shards: int = 4, seed: int = 42,
-             real: Path = REAL) -> Tuple[int, List[str]]:
+             real: Path = REAL) -> tuple[int, list[str]]:
     """Writes factor x len(real) rows into `shards` CSV files; returns (rows, paths)."""
     model = Model(read_real(real))
     total = model.n * factor
@@ -109,7 +108,7 @@ def generate(out_dir: str, factor: int = 100, shards: int = 4, seed: int = 42,
     return total, paths
 
 
-def summary(paths: List[str]) -> Dict[str, Dict[str, float]]:
+def summary(paths: list[str]) -> dict[str, dict[str, float]]:
     """Per species: share of rows and mean of each measurement (for comparing with the real data)."""
     rows = [r for p in paths for r in read_real(Path(p))]
     result = {}

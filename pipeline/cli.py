@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 import time
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import click
 
@@ -66,7 +66,7 @@ def run(set_items: tuple[str, ...], verbose: bool) -> None:
             with console.ComponentProgress():
                 try:
                     local_runner.run(config)
-                except Exception as e:  # noqa: BLE001 - a component error ends the run, reported
+                except Exception as e:
                     error = e
             store = run_report.open_store(config.metadata_connection_config())
             run_id = run_report.latest_run_id(store, config.pipeline_name)
@@ -136,9 +136,10 @@ def _model_server(config: PipelineConfig) -> Iterator[bool]:
         handle.stop()
 
 
-def _ask_live_model(config: PipelineConfig) -> Optional[str]:
+def _ask_live_model(config: PipelineConfig) -> str | None:
     """The live model's answer to the summary's curl command, so the run shows it answering."""
     import json
+
     from pipeline import console
     from serving.client import RestClient, RestError
     try:
@@ -202,8 +203,10 @@ def tensorboard(set_items: tuple[str, ...], port: int, host: str) -> None:
 
 
 from pipeline import lineage_cli  # noqa: E402
+
 lineage_cli.register(cli)
 from pipeline import kubeflow_cli  # noqa: E402
+
 cli.add_command(kubeflow_cli.kubeflow)
 
 

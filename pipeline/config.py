@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import urllib.parse
-from typing import Any, Mapping, Union
+from collections.abc import Mapping
+from typing import Any
 
 from ml_metadata.proto import metadata_store_pb2
 
@@ -170,7 +171,7 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
     # ---------------------------------------------------------------- checks
-    def validate(self) -> "PipelineConfig":
+    def validate(self) -> PipelineConfig:
         def require(ok: bool, key: str, why: str) -> None:
             if not ok:
                 raise ConfigError(f"config '{key}' = {getattr(self, key)!r}: {why}")
@@ -241,8 +242,7 @@ class PipelineConfig:
 
 
 # What MetadataStore(...) takes: a direct connection (SQLite, MySQL) or an MLMD gRPC client's.
-MetadataConnection = Union[metadata_store_pb2.ConnectionConfig,
-                           metadata_store_pb2.MetadataStoreClientConfig]
+MetadataConnection = metadata_store_pb2.ConnectionConfig | metadata_store_pb2.MetadataStoreClientConfig
 
 
 def metadata_connection_config(url: str, sqlite_path: str) -> MetadataConnection:

@@ -9,7 +9,8 @@ import os
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -83,7 +84,7 @@ class ComponentProgress(logging.Handler):
             elapsed = time.monotonic() - self._started.get(node_id, time.monotonic())
             console.print(f"  [green]✓[/] {node_id} [dim]({elapsed:.1f} s)[/]")
 
-    def __enter__(self) -> "ComponentProgress":
+    def __enter__(self) -> ComponentProgress:
         # TFX logs through absl, whose records reach Python logging's "absl" logger.
         logger = logging.getLogger("absl")
         self._requested_level = logger.level
@@ -108,7 +109,7 @@ class ComponentProgress(logging.Handler):
 _STATE_STYLE = {"complete": "green", "cached": "blue", "failed": "bold red"}
 
 
-def print_summary(report: "RunReport", config: PipelineConfig, log_path: str | None,
+def print_summary(report: RunReport, config: PipelineConfig, log_path: str | None,
                   live_answer: str | None = None, server_stays: bool = True) -> None:
     console.print(f"\n[bold]Pipeline run[/] {report.run_id} ({config.pipeline_name})")
     table = Table()

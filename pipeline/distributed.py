@@ -44,7 +44,8 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from absl import logging
 
@@ -100,7 +101,7 @@ def run_training(fn_args: Any, train_fn: TrainFn) -> None:
     train_fn(fn_args)
 
 
-def serve(ready_file: Optional[str] = None) -> None:
+def serve(ready_file: str | None = None) -> None:
     """Runs the tf.distribute.Server of TF_CONFIG's task (a parameter_server worker or ps) until
     the process is killed."""
     import tensorflow as tf
@@ -153,7 +154,7 @@ def _local_parameter_servers(fn_args: Any, train_fn: TrainFn, workers: int,
 
 
 def _run_in_fresh_process(fn_args: Any, isolate: bool,
-                          env: Optional[Dict[str, Optional[str]]] = None) -> None:
+                          env: dict[str, str | None] | None = None) -> None:
     """run_training again in a fresh child process (whose TensorFlow runtime has not started)."""
     with LocalCluster(fn_args.model_run_dir, fn_args.custom_config["strategy"]) as local:
         args_file = local.write_fn_args(fn_args)
@@ -183,11 +184,11 @@ class _Child:
                  ready_path: str):
         self.name, self.role, self.popen = name, role, popen
         self.log_path, self.ready_path = log_path, ready_path
-        self.cpu_start: Optional[float] = None
-        self.cpu_end: Optional[float] = None
+        self.cpu_start: float | None = None
+        self.cpu_end: float | None = None
 
     @property
-    def exit_code(self) -> Optional[int]:
+    def exit_code(self) -> int | None:
         return self.popen.poll()
 
     def failed(self) -> bool:
@@ -206,12 +207,12 @@ class LocalCluster:
         # The children's TMPDIR: what a killed worker leaves there goes with the workdir.
         self.tmpdir = os.path.join(self.workdir, "tmp")
         os.makedirs(self.tmpdir)
-        self.children: List[_Child] = []
-        self.failure: Optional[_Child] = None
-        self.chief: Optional[Dict[str, Any]] = None
+        self.children: list[_Child] = []
+        self.failure: _Child | None = None
+        self.chief: dict[str, Any] | None = None
         self._stop_watch = threading.Event()
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -223,7 +224,7 @@ class LocalCluster:
             json.dump(fn_args_to_dict(fn_args), f)
         return path
 
-    def start(self, name: str, role: str, args: List[str], env: Dict[str, Optional[str]],
+    def start(self, name: str, role: str, args: list[str], env: dict[str, str | None],
               isolate: bool = False) -> _Child:
         """Starts `python -m pipeline.worker ARGS` as `name`; role 'task' (runs to completion) or
         'server' (runs until killed)."""
@@ -251,7 +252,7 @@ class LocalCluster:
                      env.get("TF_CONFIG") or " ".join(args))
         return child
 
-    def _get(self, names: List[str]) -> List[_Child]:
+    def _get(self, names: list[str]) -> list[_Child]:
         return [c for c in self.children if c.name in names]
 
     def _check(self) -> None:
@@ -260,7 +261,7 @@ class LocalCluster:
                 self.failure = self.failure or child
                 raise self.error(self.failure)
 
-    def wait_ready(self, names: List[str], timeout: float = START_TIMEOUT_S) -> None:
+    def wait_ready(self, names: list[str], timeout: float = START_TIMEOUT_S) -> None:
         """Waits until the named children are up (they write their ready file)."""
         deadline = time.monotonic() + timeout
         pending = self._get(names)
@@ -273,7 +274,7 @@ class LocalCluster:
         for child in self.children:
             child.cpu_start = cpu_seconds(child.popen.pid)
 
-    def wait_tasks(self, names: List[str], timeout: Optional[float]) -> None:
+    def wait_tasks(self, names: list[str], timeout: float | None) -> None:
         """Waits until the named tasks exit; any failure (theirs or a server's) raises."""
         deadline = None if timeout is None else time.monotonic() + timeout
         tasks = self._get(names)
@@ -291,7 +292,7 @@ class LocalCluster:
             time.sleep(POLL_S)
 
     def run_chief(self, task: str, train_fn: TrainFn, fn_args: Any,
-                  env: Dict[str, str]) -> None:
+                  env: dict[str, str]) -> None:
         """Trains in this process as the cluster's chief, with `env` (TF_CONFIG) set only while it
         does. A child failing meanwhile stops the others, so that the chief's collective ops fail
         rather than wait, and the child's error is the one raised."""
@@ -328,7 +329,7 @@ class LocalCluster:
                 self.kill_all()
                 return
 
-    def error(self, child: _Child, what: Optional[str] = None) -> WorkerFailed:
+    def error(self, child: _Child, what: str | None = None) -> WorkerFailed:
         code = child.exit_code
         if what is None:
             what = f"exited with code {code}"
@@ -359,7 +360,7 @@ class LocalCluster:
                 logging.error("%s (pid %d) did not exit after SIGKILL", child.name,
                               child.popen.pid)
 
-    def report(self) -> Dict[str, Any]:
+    def report(self) -> dict[str, Any]:
         processes = [self.chief] if self.chief else []
         for child in self.children:
             used = (child.cpu_end - child.cpu_start
@@ -392,7 +393,7 @@ class LocalCluster:
                     and tf.io.gfile.exists(os.path.join(target, "cluster.json"))):
                 with tf.io.gfile.GFile(os.path.join(target, "cluster.json"), "w") as f:
                     json.dump(self.report(), f, indent=1)
-        except Exception as e:  # noqa: BLE001 - keeping logs must not hide the training's outcome
+        except Exception as e:
             logging.warning("Could not keep the training processes' logs: %s", e)
 
 
@@ -413,14 +414,14 @@ def _tail(path: str, chars: int = LOG_TAIL_CHARS) -> str:
         return f"(no log: {e})"
 
 
-def _touch(path: Optional[str]) -> None:
+def _touch(path: str | None) -> None:
     if path:
         with open(path, "w"):
             pass
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def free_ports(n: int) -> List[int]:
+def free_ports(n: int) -> list[int]:
     """`n` distinct TCP ports that are free on the loopback interface right now."""
     sockets = []
     try:
@@ -434,12 +435,12 @@ def free_ports(n: int) -> List[int]:
             s.close()
 
 
-def tf_config(cluster: Dict[str, List[str]], task_type: str, index: int) -> str:
+def tf_config(cluster: dict[str, list[str]], task_type: str, index: int) -> str:
     return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
 
 
 @contextlib.contextmanager
-def environment(**values: Optional[str]) -> Iterator[None]:
+def environment(**values: str | None) -> Iterator[None]:
     """Sets (None: removes) environment variables for the block, then restores what was there."""
     saved = {key: os.environ.get(key) for key in values}
 
@@ -456,7 +457,7 @@ def environment(**values: Optional[str]) -> Iterator[None]:
         apply(saved.items())
 
 
-def cpu_seconds(pid: int) -> Optional[float]:
+def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds a process has used so far (Linux; None elsewhere)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -466,7 +467,7 @@ def cpu_seconds(pid: int) -> Optional[float]:
         return None
 
 
-def isolated_network_argv(argv: List[str], probe: bool = False) -> List[str]:
+def isolated_network_argv(argv: list[str], probe: bool = False) -> list[str]:
     """`argv` run in a new network namespace whose only interface is loopback, so that the
     TensorFlow servers it starts (which listen on every interface) are reachable from nowhere
     else. Needs Linux `unshare` and user namespaces (or root); returns `argv` unchanged (with
@@ -478,7 +479,7 @@ def isolated_network_argv(argv: List[str], probe: bool = False) -> List[str]:
     return [*prefix, sys.executable, "-m", "pipeline.worker", "loopback", "--", *argv]
 
 
-_UNSHARE_WORKS: Dict[tuple, bool] = {}
+_UNSHARE_WORKS: dict[tuple, bool] = {}
 
 
 def _unshare_works(prefix: tuple) -> bool:
@@ -505,7 +506,7 @@ def bring_up_loopback() -> None:
 _TELEMETRY = ["Trainer"]
 
 
-def fn_args_to_dict(fn_args: Any) -> Dict[str, Any]:
+def fn_args_to_dict(fn_args: Any) -> dict[str, Any]:
     """FnArgs as JSON: every field but the DataAccessor, rebuilt from its payload format."""
     import attr
     values = {f.name: getattr(fn_args, f.name) for f in attr.fields(type(fn_args))
@@ -519,7 +520,7 @@ def _payload_format(data_accessor: Any):
     closure; Transform's output, which this Trainer reads, is tf.Example."""
     from tfx.proto import example_gen_pb2
     factory = getattr(data_accessor, "tf_dataset_factory", None)
-    cells: Dict[str, Any] = {}
+    cells: dict[str, Any] = {}
     if factory is not None and getattr(factory, "__closure__", None):
         cells = dict(zip(factory.__code__.co_freevars,
                          (c.cell_contents for c in factory.__closure__)))
@@ -527,7 +528,7 @@ def _payload_format(data_accessor: Any):
             cells.get("data_view_uri"))
 
 
-def fn_args_from_dict(data: Dict[str, Any]) -> Any:
+def fn_args_from_dict(data: dict[str, Any]) -> Any:
     from tfx.components.trainer import fn_args_utils
     from tfx.components.util import tfxio_utils
     payload_format, data_view_uri = data["payload_format"], data["data_view_uri"]

@@ -17,7 +17,8 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from typing import Any, Callable, Dict, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import click
 
@@ -91,14 +92,14 @@ def _compile(config: PipelineConfig, output: str):
 @set_option
 @click.option("--output", "-o", default=None, metavar="PATH",
               help="Where to write the pipeline spec (YAML).  [default: build/pipeline.yaml]")
-def compile_command(set_items: tuple[str, ...], output: Optional[str]) -> None:
+def compile_command(set_items: tuple[str, ...], output: str | None) -> None:
     """Compile the pipeline with KubeflowV2DagRunner into a KFP 2 pipeline spec (YAML)."""
     from pipeline import kubeflow_runner
     _compile(_load(set_items), output or kubeflow_runner.DEFAULT_OUTPUT)
 
 
 # ------------------------------------------------------------------------------------------- submit
-def _auth_header(existing_token: Optional[str]) -> Dict[str, str]:
+def _auth_header(existing_token: str | None) -> dict[str, str]:
     token = existing_token
     if not token and os.environ.get(SA_TOKEN_ENV):
         try:
@@ -134,7 +135,7 @@ def _client_authenticates_itself(host: str) -> bool:
                                     "KF_PIPELINES_APP_OAUTH2_CLIENT_ID"))
 
 
-def probe(host: str, timeout: float, headers: Dict[str, str]) -> None:
+def probe(host: str, timeout: float, headers: dict[str, str]) -> None:
     """One bounded GET of KFP's health endpoint, so that a host that refuses, never answers or
     rejects us is named as such within `timeout` seconds, instead of hanging or retrying (the kfp
     client retries its health check 5 times, 5 s apart)."""
@@ -230,16 +231,16 @@ class Submission:
     package: str
     experiment: str
     run_name: str
-    pipeline_root: Optional[str]
-    namespace: Optional[str]
-    existing_token: Optional[str]
-    enable_caching: Optional[bool]
+    pipeline_root: str | None
+    namespace: str | None
+    existing_token: str | None
+    enable_caching: bool | None
     request_timeout: float
 
 
 def _client(sub: Submission):
     import kfp
-    kwargs: Dict[str, Any] = {"host": sub.host, "existing_token": sub.existing_token}
+    kwargs: dict[str, Any] = {"host": sub.host, "existing_token": sub.existing_token}
     if sub.namespace:
         kwargs["namespace"] = sub.namespace
     if not sub.existing_token and os.environ.get(SA_TOKEN_ENV):
@@ -318,9 +319,9 @@ def wait_for_run(client: Any, sub: Submission, run_id: str, timeout: float,
               help="Seconds to wait for each answer of the API server.")
 @click.option("--poll-interval", default=10.0, show_default=True, hidden=True)
 @set_option
-def submit(host: str, experiment: Optional[str], run_name: Optional[str],
-           pipeline_root: Optional[str], namespace: Optional[str], existing_token: Optional[str],
-           package: Optional[str], enable_caching: Optional[bool], wait: bool, timeout: float,
+def submit(host: str, experiment: str | None, run_name: str | None,
+           pipeline_root: str | None, namespace: str | None, existing_token: str | None,
+           package: str | None, enable_caching: bool | None, wait: bool, timeout: float,
            request_timeout: float, poll_interval: float, set_items: tuple[str, ...]) -> None:
     """Create a run of the compiled pipeline on Kubeflow Pipelines, print its id and URL."""
     from pipeline import kubeflow_runner

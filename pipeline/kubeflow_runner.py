@@ -22,7 +22,8 @@ import contextlib
 import dataclasses
 import os
 import re
-from typing import Any, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import yaml
 
@@ -46,9 +47,9 @@ class CompiledPipeline:
     path: str
     pipeline: Any  # the tfx.dsl.Pipeline that was compiled
     image: str
-    tasks: List[str]
+    tasks: list[str]
     # Tasks whose executor open-source KFP 2 cannot run (Vertex AI Pipelines can): TFX's resolvers.
-    vertex_only_tasks: List[str]
+    vertex_only_tasks: list[str]
 
 
 def kfp_pipeline_name(name: str) -> str:
@@ -157,7 +158,7 @@ def compile_pipeline(config: PipelineConfig, output: str = DEFAULT_OUTPUT) -> Co
                             vertex_only_tasks=vertex_only)
 
 
-def package_pipeline_name(path: str) -> Optional[str]:
+def package_pipeline_name(path: str) -> str | None:
     """The pipeline name recorded in a compiled package, or None when it is not one."""
     try:
         with open(path) as f:

@@ -33,7 +33,8 @@ import json
 import os
 import struct
 import sys
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 from xml.sax.saxutils import escape as _xml_escape
 
 from ml_metadata import errors as mlmd_errors
@@ -108,7 +109,7 @@ def open_store(connection: MetadataConnection) -> metadata_store.MetadataStore:
     try:
         store = metadata_store.MetadataStore(config)
         store.get_context_types()  # a store that cannot answer this cannot answer anything
-    except Exception as e:  # noqa: BLE001 - MLMD raises RuntimeError or its own errors
+    except Exception as e:
         reason = str(e).replace("Error when executing query: ", "", 1)
         reason = reason.split(" query:", 1)[0].strip().rstrip(".")
         if isinstance(config, mlmd.ConnectionConfig) and config.HasField("sqlite"):
@@ -208,7 +209,7 @@ def _artifact_state(artifact: mlmd.Artifact) -> str:
     return mlmd.Artifact.State.Name(artifact.state).lower()
 
 
-def iso(ms: int) -> Optional[str]:
+def iso(ms: int) -> str | None:
     """Milliseconds since the epoch as local ISO time (seconds precision)."""
     if not ms:
         return None
@@ -247,9 +248,9 @@ class RunSummary:
     seconds: float
     state: str  # complete | failed | running
     nodes: list[run_report.NodeResult]
-    blessed: Optional[bool] = None
-    pushed_version: Optional[str] = None
-    serving_validation: Optional[str] = None  # passed | failed | skipped
+    blessed: bool | None = None
+    pushed_version: str | None = None
+    serving_validation: str | None = None  # passed | failed | skipped
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -342,7 +343,7 @@ def _fill_outcomes(store: metadata_store.MetadataStore, summaries: list[RunSumma
 
 
 def list_runs(store: metadata_store.MetadataStore, pipeline_name: str,
-              limit: Optional[int] = None) -> list[RunSummary]:
+              limit: int | None = None) -> list[RunSummary]:
     """The pipeline's runs, newest first (the newest `limit` of them), with per-node state and
     duration, blessing and pushed version."""
     runs = _pipeline_run_contexts(store, pipeline_name)
@@ -392,7 +393,7 @@ class RunDetail:
     outputs: dict[int, list[ArtifactRef]]
     parameters: dict[int, dict[str, Any]]
     metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
-    serving_validation: Optional[dict[str, Any]] = None
+    serving_validation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         result = self.summary.to_dict()
@@ -444,7 +445,7 @@ class ArtifactInfo:
     state: str
     created_ms: int
     properties: dict[str, Any]
-    producer: Optional[dict[str, Any]] = None  # execution_id, node_id, run_id, state, reused_by
+    producer: dict[str, Any] | None = None  # execution_id, node_id, run_id, state, reused_by
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "uri": self.uri, "state": self.state,
@@ -511,7 +512,7 @@ def _newest_first(artifacts: Iterable[mlmd.Artifact]) -> list[mlmd.Artifact]:
 
 
 def list_artifacts(store: metadata_store.MetadataStore, type_name: str,
-                   limit: Optional[int] = 50) -> list[ArtifactInfo]:
+                   limit: int | None = 50) -> list[ArtifactInfo]:
     """Artifacts of a type, newest first, with their properties and producer."""
     type_name = resolve_type_name(store, type_name)
     artifacts = _newest_first(store.get_artifacts_by_type(type_name))
@@ -590,10 +591,10 @@ def eval_metrics(eval_uri: str) -> dict[str, dict[str, float]]:
                         continue
                     metrics.setdefault(slice_name, {})[key.name] = item.value.double_value.value
         return dict(sorted(metrics.items(), key=lambda kv: (kv[0] != "Overall", kv[0])))
-    except Exception:  # noqa: BLE001 - an unexpected layout: let TFMA read it
+    except Exception:
         try:
             accuracy = run_report._accuracy_by_slice(eval_uri)
-        except Exception:  # noqa: BLE001 - not an evaluation TFMA can read either
+        except Exception:
             return {}
         return {slice_name: {"sparse_categorical_accuracy": value}
                 for slice_name, value in accuracy.items()}
@@ -602,21 +603,21 @@ def eval_metrics(eval_uri: str) -> dict[str, dict[str, float]]:
 # ======================================================================================= models
 @dataclasses.dataclass
 class ModelVersion:
-    version: Optional[str]
+    version: str | None
     pushed: bool
-    destination: Optional[str]
+    destination: str | None
     present: bool  # the version folder exists in the model base path
     served: bool  # the highest version there: the one TF Serving serves
     pushed_model_id: int
     created_ms: int
-    run_id: Optional[str] = None
-    model_id: Optional[int] = None
-    blessing_id: Optional[int] = None
-    blessed: Optional[bool] = None
-    evaluation_id: Optional[int] = None
-    evaluation_uri: Optional[str] = None
+    run_id: str | None = None
+    model_id: int | None = None
+    blessing_id: int | None = None
+    blessed: bool | None = None
+    evaluation_id: int | None = None
+    evaluation_uri: str | None = None
     metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
-    serving_validation: Optional[dict[str, Any]] = None
+    serving_validation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         result = dataclasses.asdict(self)
@@ -624,7 +625,7 @@ class ModelVersion:
         return result
 
 
-def served_version(config: PipelineConfig) -> Optional[str]:
+def served_version(config: PipelineConfig) -> str | None:
     """The version TF Serving serves from the model base path: its highest numbered folder."""
     try:
         versions = [d for d in os.listdir(config.serving_model_dir)
@@ -737,7 +738,7 @@ SHORTCUTS = {
 }
 
 
-def _newest_artifact(store: metadata_store.MetadataStore, query: str) -> Optional[mlmd.Artifact]:
+def _newest_artifact(store: metadata_store.MetadataStore, query: str) -> mlmd.Artifact | None:
     found = store.get_artifacts(list_options=metadata_store.ListOptions(
         limit=1, order_by=metadata_store.OrderByField.CREATE_TIME, is_asc=False,
         filter_query=query))
@@ -762,7 +763,7 @@ def _quote(text: str) -> str:
 
 
 def _pushed_version(store: metadata_store.MetadataStore, version: str,
-                    preferred_destination: Optional[str] = None) -> Optional[mlmd.Artifact]:
+                    preferred_destination: str | None = None) -> mlmd.Artifact | None:
     found = store.get_artifacts(list_options=metadata_store.ListOptions(filter_query=(
         "type = 'PushedModel' AND custom_properties.pushed.int_value = 1 AND "
         f"custom_properties.pushed_version.string_value = {_quote(version)}")))
@@ -829,7 +830,7 @@ def resolve_target(store: metadata_store.MetadataStore, target: str,
 class Node:
     key: str  # a<artifact id>, e<execution id>, s<execution id> (an ExampleGen's external input)
     kind: str  # artifact | execution | source
-    id: Optional[int]
+    id: int | None
     type: str  # artifact type, component class, or "ExternalData"
     label: str  # what a person calls it: "Model #34", the node id "Trainer", a path
     run_ids: list[str] = dataclasses.field(default_factory=list)
@@ -837,7 +838,7 @@ class Node:
     created_ms: int = 0
     uri: str = ""
     properties: dict[str, Any] = dataclasses.field(default_factory=dict)
-    seconds: Optional[float] = None
+    seconds: float | None = None
     cached_in: list[str] = dataclasses.field(default_factory=list)  # runs that reused it
     boundary: bool = False  # reached through a baseline input and not followed further
     distance: int = 0  # hops from the target
@@ -901,7 +902,7 @@ class Lineage:
     def of_type(self, type_name: str) -> list[Node]:
         return [n for n in self.nodes.values() if n.type == type_name]
 
-    def executions(self, component: Optional[str] = None) -> list[Node]:
+    def executions(self, component: str | None = None) -> list[Node]:
         return [n for n in self.nodes.values() if n.kind == "execution"
                 and (component is None or _short_type(n.type) == component
                      or n.label == component)]

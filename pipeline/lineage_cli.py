@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -33,7 +34,7 @@ def _options(formats: tuple[str, ...] = ("table", "json")) -> Callable:
     return decorate
 
 
-def _config(set_items: tuple[str, ...], metadata_url: Optional[str]):
+def _config(set_items: tuple[str, ...], metadata_url: str | None):
     from pipeline.cli import _load
     items = list(set_items)
     if metadata_url:
@@ -49,7 +50,7 @@ def _fail(title: str, message: str) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def _open(set_items: tuple[str, ...], metadata_url: Optional[str]):
+def _open(set_items: tuple[str, ...], metadata_url: str | None):
     """(config, store, where) or exit 2 with the reason."""
     from pipeline import lineage
     config = _config(set_items, metadata_url)
@@ -93,7 +94,7 @@ def _console():
     return console.console
 
 
-def _seconds(value: Optional[float]) -> str:
+def _seconds(value: float | None) -> str:
     if value is None:
         return ""
     if value < 60:
@@ -111,13 +112,13 @@ _STATE_STYLE = {"complete": "green", "cached": "blue", "failed": "bold red", "ru
                 "passed": "green", "skipped": "dim"}
 
 
-def _styled(state: Optional[str]) -> str:
+def _styled(state: str | None) -> str:
     if not state:
         return ""
     return f"[{_STATE_STYLE.get(state, 'yellow')}]{state}[/]"
 
 
-def _yes_no(value: Optional[bool], yes: str = "yes", no: str = "no") -> str:
+def _yes_no(value: bool | None, yes: str = "yes", no: str = "no") -> str:
     if value is None:
         return ""
     return f"[green]{yes}[/]" if value else f"[bold red]{no}[/]"
@@ -133,8 +134,8 @@ def _short(value: Any, width: int = 60) -> str:
 @click.group(invoke_without_command=True)
 @_options()
 @click.pass_context
-def runs(ctx: click.Context, set_items: tuple[str, ...], metadata_url: Optional[str],
-         output_format: Optional[str]) -> None:
+def runs(ctx: click.Context, set_items: tuple[str, ...], metadata_url: str | None,
+         output_format: str | None) -> None:
     """Pipeline runs recorded in ML Metadata: `runs list` (the default), `runs show RUN`.
 
     Options given here apply to the subcommand too: tfxsp runs --set tfx_root=/data show latest.
@@ -145,8 +146,8 @@ def runs(ctx: click.Context, set_items: tuple[str, ...], metadata_url: Optional[
         ctx.invoke(runs_list)
 
 
-def _inherit(set_items: tuple[str, ...], metadata_url: Optional[str],
-             output_format: Optional[str]) -> tuple[tuple[str, ...], Optional[str], str]:
+def _inherit(set_items: tuple[str, ...], metadata_url: str | None,
+             output_format: str | None) -> tuple[tuple[str, ...], str | None, str]:
     """A runs subcommand's options, completed by those given to `runs` itself."""
     ctx = click.get_current_context()
     group = (ctx.parent.obj if ctx.parent is not None else None) or {}
@@ -158,8 +159,8 @@ def _inherit(set_items: tuple[str, ...], metadata_url: Optional[str],
 @runs.command("list")
 @_options()
 @click.option("--limit", default=20, show_default=True, help="The newest N runs; 0 = all.")
-def runs_list(set_items: tuple[str, ...] = (), metadata_url: Optional[str] = None,
-              output_format: Optional[str] = None, limit: int = 20) -> None:
+def runs_list(set_items: tuple[str, ...] = (), metadata_url: str | None = None,
+              output_format: str | None = None, limit: int = 20) -> None:
     """Runs, newest first: state, duration, node states, blessing and pushed version."""
     from pipeline import lineage
     set_items, metadata_url, output_format = _inherit(set_items, metadata_url, output_format)
@@ -194,8 +195,8 @@ def runs_list(set_items: tuple[str, ...] = (), metadata_url: Optional[str] = Non
 @runs.command("show", context_settings={"ignore_unknown_options": True})
 @click.argument("run")
 @_options()
-def runs_show(run: str, set_items: tuple[str, ...], metadata_url: Optional[str],
-              output_format: Optional[str]) -> None:
+def runs_show(run: str, set_items: tuple[str, ...], metadata_url: str | None,
+              output_format: str | None) -> None:
     """One run: each node's state, duration, inputs and outputs; blessing, metrics, push.
 
     RUN is a run id (or a unique prefix of it), `latest`, or -1, -2, ... counting from the newest.
@@ -249,8 +250,8 @@ def runs_show(run: str, set_items: tuple[str, ...], metadata_url: Optional[str],
               help="Artifact type (Model, Examples, PushedModel, ...; case-insensitive). "
                    "Without it: how many artifacts of each type.")
 @click.option("--limit", default=50, show_default=True, help="The newest N; 0 = all.")
-def artifacts(set_items: tuple[str, ...], metadata_url: Optional[str],
-              output_format: Optional[str], type_name: Optional[str], limit: int) -> None:
+def artifacts(set_items: tuple[str, ...], metadata_url: str | None,
+              output_format: str | None, type_name: str | None, limit: int) -> None:
     """Artifacts of a type, newest first, with key properties and the run that produced them."""
     from pipeline import lineage
     output_format = output_format or "table"
@@ -315,7 +316,7 @@ def artifacts(set_items: tuple[str, ...], metadata_url: Optional[str],
               help="Follow the Evaluator's baseline_model input too (the previously blessed "
                    "model it was compared with).")
 def lineage(target: str, direction: str, set_items: tuple[str, ...],
-            metadata_url: Optional[str], output_format: Optional[str], output: Optional[str],
+            metadata_url: str | None, output_format: str | None, output: str | None,
             show_cached: bool, follow_baseline: bool) -> None:
     """Trace an artifact's lineage through ML Metadata.
 
@@ -363,6 +364,7 @@ def lineage(target: str, direction: str, set_items: tuple[str, ...],
 
 def _print_lineage(graph, where: str) -> None:
     from rich.table import Table
+
     from pipeline.lineage import key_properties
     console = _console()
     table = Table(title=f"Lineage ({graph.direction}) of {_e(graph.description)}",
@@ -416,8 +418,8 @@ def _print_lineage(graph, where: str) -> None:
 @click.option("--all", "include_unpushed", is_flag=True,
               help="Also the Pusher outputs that were not pushed (model not blessed).")
 @click.option("--no-metrics", is_flag=True, help="Do not read the evaluation metrics.")
-def models(set_items: tuple[str, ...], metadata_url: Optional[str],
-           output_format: Optional[str], include_unpushed: bool, no_metrics: bool) -> None:
+def models(set_items: tuple[str, ...], metadata_url: str | None,
+           output_format: str | None, include_unpushed: bool, no_metrics: bool) -> None:
     """Pushed model versions, newest first: blessing, eval metrics, serving validation, and
     which version TF Serving serves from the model base path."""
     from pipeline import lineage

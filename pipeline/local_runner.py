@@ -1,6 +1,5 @@
 """Runs the pipeline on this machine with TFX's LocalDagRunner: binds config to create_pipeline."""
 import sys
-from typing import Optional
 
 from tfx import v1 as tfx
 
@@ -8,9 +7,9 @@ from pipeline.config import ConfigError, PipelineConfig
 from pipeline.pipeline import TRAINER_MODULE_FILE, TRANSFORM_MODULE_FILE, create_pipeline
 
 
-def bind_pipeline(config: PipelineConfig, *, pipeline_name: Optional[str] = None,
-                  pipeline_root: Optional[str] = None, data_root: Optional[str] = None,
-                  serving_model_dir: Optional[str] = None,
+def bind_pipeline(config: PipelineConfig, *, pipeline_name: str | None = None,
+                  pipeline_root: str | None = None, data_root: str | None = None,
+                  serving_model_dir: str | None = None,
                   transform_module_file: str = TRANSFORM_MODULE_FILE,
                   trainer_module_file: str = TRAINER_MODULE_FILE,
                   local_metadata: bool = True,

@@ -5,7 +5,7 @@
                                                                    -> ServingValidator
 """
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
@@ -67,15 +67,15 @@ def create_pipeline(
     serving_model_dir: str,
     train_steps: int,
     eval_steps: int,
-    custom_config: Dict[str, Any],
+    custom_config: dict[str, Any],
     min_accuracy: float,
     max_accuracy_drop: float,
     transform_module_file: str = TRANSFORM_MODULE_FILE,
     trainer_module_file: str = TRAINER_MODULE_FILE,
-    beam_pipeline_args: Optional[List[str]] = None,
-    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+    beam_pipeline_args: list[str] | None = None,
+    metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
     enable_cache: bool = True,
-    serving_validation: Optional[Dict[str, Any]] = None,
+    serving_validation: dict[str, Any] | None = None,
     baseline_model_resolver: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Builds the TFX pipeline from CSV files in `data_root` to a model pushed to `serving_model_dir`.

@@ -62,9 +62,10 @@ def _check_csv(path: str) -> None:
                 f"{','.join(features.CSV_COLUMNS)!r}"
                 + (f"; missing: {', '.join(missing)}" if missing else "")
                 + (f"; unexpected: {', '.join(unexpected)}" if unexpected else "")
-                + (f"; duplicated columns" if len(set(header)) != len(header) else "") + ".")
+                + ("; duplicated columns" if len(set(header)) != len(header) else "") + ".")
         rows = 0
-        for rows, row in enumerate(reader, start=1):
+        for row in reader:
+            rows += 1
             _check_row(path, reader.line_num, header, row)
     if rows < MIN_ROWS:
         raise PreflightError(f"{path} has {rows} data row(s); the pipeline needs at least "

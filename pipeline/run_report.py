@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Iterable, Optional, Union
+from collections.abc import Iterable
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -28,7 +28,7 @@ class NodeResult:
     node_id: str
     state: str
     seconds: float
-    execution_id: Optional[int] = None
+    execution_id: int | None = None
     started_ms: int = 0  # the execution's create time, milliseconds since the epoch
 
 
@@ -38,22 +38,22 @@ class RunReport:
     nodes: list[NodeResult]
     # slice name ("Overall", "species=Adelie", ...) -> accuracy
     accuracy: dict[str, float] = dataclasses.field(default_factory=dict)
-    blessed: Optional[bool] = None
+    blessed: bool | None = None
     # Why the Evaluator did not bless, one line per failed threshold.
     validation_failures: list[str] = dataclasses.field(default_factory=list)
     pushed: bool = False
-    pushed_version: Optional[str] = None
-    pushed_destination: Optional[str] = None
-    eval_uri: Optional[str] = None
+    pushed_version: str | None = None
+    pushed_destination: str | None = None
+    eval_uri: str | None = None
     # The ServingValidator's report.json (outcome, reason, checks, latency, rollback), when it ran.
-    serving_validation: Optional[dict] = None
+    serving_validation: dict | None = None
 
     @property
     def failed_nodes(self) -> list[str]:
         return [n.node_id for n in self.nodes if n.state == "failed"]
 
 
-def latest_run_id(store: metadata_store.MetadataStore, pipeline_name: str) -> Optional[str]:
+def latest_run_id(store: metadata_store.MetadataStore, pipeline_name: str) -> str | None:
     """The newest run of `pipeline_name` in this store, or None when it never ran."""
     runs = pipeline_runs(store, pipeline_name)
     return runs[-1].name if runs else None
@@ -241,8 +241,7 @@ def _describe_failure(failure) -> str:
     return f"{name} = {value:.3f}: {failure.message or 'threshold not met'}"
 
 
-def open_store(connection_config: Union[metadata_store_pb2.ConnectionConfig,
-                                        metadata_store_pb2.MetadataStoreClientConfig]
+def open_store(connection_config: metadata_store_pb2.ConnectionConfig | metadata_store_pb2.MetadataStoreClientConfig
                ) -> metadata_store.MetadataStore:
     """Opens (creating it where it is missing) the store of a ConnectionConfig (SQLite, MySQL) or
     a MetadataStoreClientConfig (the MLMD gRPC service). To read only: lineage.open_store."""

@@ -20,7 +20,6 @@ import os
 import shutil
 import sys
 import types
-from typing import Dict, List
 
 
 def install_pkg_resources_shim() -> None:
@@ -51,7 +50,7 @@ def install_pkg_resources_shim() -> None:
     sys.modules["pkg_resources"] = shim
 
 
-def link_runs(runs_dir: str, runs: Dict[str, str]) -> None:
+def link_runs(runs_dir: str, runs: dict[str, str]) -> None:
     """Makes runs_dir hold exactly one symbolic link per run, NAME -> PATH."""
     os.makedirs(runs_dir, exist_ok=True)
     for entry in os.listdir(runs_dir):
@@ -64,7 +63,7 @@ def link_runs(runs_dir: str, runs: Dict[str, str]) -> None:
         os.symlink(os.path.abspath(target), os.path.join(runs_dir, name))
 
 
-def tensorboard_args(runs_dir: str, runs: Dict[str, str]) -> List[str]:
+def tensorboard_args(runs_dir: str, runs: dict[str, str]) -> list[str]:
     """The --logdir (or, for remote runs, --logdir_spec) flags for `runs`."""
     if any("://" in target for target in runs.values()) or "://" in runs_dir:
         return ["--logdir_spec", ",".join(f"{name}:{target}" for name, target in runs.items())]
@@ -72,7 +71,7 @@ def tensorboard_args(runs_dir: str, runs: Dict[str, str]) -> List[str]:
     return ["--logdir", runs_dir]
 
 
-def main(argv: List[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.tensorboard_main")
     parser.add_argument("--runs-dir", required=True)
     parser.add_argument("--run", action="append", default=[], metavar="NAME=PATH")

@@ -80,7 +80,7 @@ if __name__ == "__main__":
         code = main()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
-    except BaseException:  # noqa: BLE001 - the log the parent reports ends with this traceback
+    except BaseException:
         traceback.print_exc()
         code = 1
     sys.stdout.flush()

@@ -30,7 +30,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -120,7 +120,8 @@ class BatchScheduler:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         try:
-            if self._options.enable_large_batch_splitting and size > self._options.execution_batch_limit - queue.open.size:
+            room = self._options.execution_batch_limit - queue.open.size
+            if self._options.enable_large_batch_splitting and size > room:
                 futures = self._schedule_split(queue, list(feed_values), size, deadline, now, loop)
             else:
                 futures = [self._schedule(queue, _Task(list(feed_values), size, deadline, now, loop.create_future()))]
@@ -227,7 +228,7 @@ class BatchScheduler:
             for task, outputs in zip(tasks, results):
                 if not task.future.done():
                     task.future.set_result(outputs)
-        except Exception as e:  # noqa: BLE001 - every waiting client must get an answer
+        except Exception as e:
             error = from_exception(e)
             for task in tasks:
                 if not task.future.done():

@@ -28,7 +28,7 @@ import warnings
 from typing import Any
 
 from serving import config as config_lib
-from serving.errors import ServingError
+from serving.errors import ServingError, StartupError
 from serving.options import ManagerOptions, RestOptions, ServerOptions
 
 EXIT_FAILURE = 255
@@ -132,10 +132,6 @@ class UsageError(Exception):
     pass
 
 
-class StartError(Exception):
-    pass
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m serving`` and ``tfxsp serve``; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -160,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("--%s is not supported by the embedded server; ignored", flag.name)
     try:
         options = build_options(values)
-    except StartError as e:
+    except StartupError as e:
         print(f"Failed to start server. Error: {e}", file=sys.stderr)
         return EXIT_FAILURE
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -223,12 +219,12 @@ def _show(value: Any) -> str:
 
 
 def build_options(values: dict[str, Any]) -> ServerOptions:
-    """Validates the flags and configuration files (no TensorFlow needed). Raises StartError."""
+    """Validates the flags and configuration files (no TensorFlow needed). Raises StartupError."""
     if values["batching_parameters_file"] and not values["enable_batching"]:
-        raise StartError("INVALID_ARGUMENT: server_options.batching_parameters_file is set without setting "
+        raise StartupError("INVALID_ARGUMENT: server_options.batching_parameters_file is set without setting "
                          "server_options.enable_batching to true.")
     if not values["port"] and not values["grpc_socket_path"]:
-        raise StartError("INVALID_ARGUMENT: At least one of server_options.grpc_port or "
+        raise StartupError("INVALID_ARGUMENT: At least one of server_options.grpc_port or "
                          "server_options.grpc_socket_path must be set.")
     try:
         if values["model_config_file"]:
@@ -237,7 +233,7 @@ def build_options(values: dict[str, Any]) -> ServerOptions:
             model_config = config_lib.single_model_config(values["model_name"],
                                                           os.path.abspath(values["model_base_path"]))
         else:
-            raise StartError("INVALID_ARGUMENT: Both server_options.model_base_path and "
+            raise StartupError("INVALID_ARGUMENT: Both server_options.model_base_path and "
                              "server_options.model_config_file are empty!")
         entries = config_lib.model_entries(model_config)
         batching = None
@@ -247,13 +243,13 @@ def build_options(values: dict[str, Any]) -> ServerOptions:
         monitoring = (config_lib.read_monitoring_config(values["monitoring_config_file"])
                       if values["monitoring_config_file"] else config_lib.MonitoringOptions())
     except config_lib.ConfigError as e:
-        raise StartError(str(e)) from None
+        raise StartupError(str(e)) from None
     except ServingError as e:
-        raise StartError(str(e)) from None
+        raise StartupError(str(e)) from None
     for entry in entries:
         # The reference would poll a missing base path forever; fail fast instead (see model_manager).
         if not os.path.isdir(entry.base_path):
-            raise StartError(f"NOT_FOUND: Could not find base path {entry.base_path} for servable {entry.name}: "
+            raise StartupError(f"NOT_FOUND: Could not find base path {entry.base_path} for servable {entry.name}: "
                              "no such directory")
     rest_port = values["rest_api_port"]
     if rest_port and rest_port == values["port"]:
@@ -302,7 +298,7 @@ def check_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as e:
             reason = "it is already in use" if e.errno == errno.EADDRINUSE else e.strerror
-            raise StartError(f"UNAVAILABLE: Cannot listen on {host}:{port}: {reason}") from None
+            raise StartupError(f"UNAVAILABLE: Cannot listen on {host}:{port}: {reason}") from None
 
 
 def _channel_arguments(text: str) -> tuple[tuple[str, object], ...]:

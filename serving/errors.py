@@ -61,6 +61,11 @@ _GRPC_STATUS = {code.value[0]: code for code in grpc.StatusCode}
 _MAX_GRPC_MESSAGE_BYTES = 1024
 
 
+class StartupError(Exception):
+    """The server cannot start: a bad flag or configuration file, a model that cannot become available, a port it
+    cannot listen on. ``python -m serving`` prints it and exits non-zero."""
+
+
 class ServingError(Exception):
     """A failed request or operation, carrying TF Serving's status code and message."""
 

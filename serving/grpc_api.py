@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -218,7 +218,7 @@ class GrpcApi:
             if not _decoded(request):
                 raise ServingError(Code.INTERNAL, request.message)
             response = await work()
-        except Exception as e:  # noqa: BLE001 - every failure becomes a gRPC status
+        except Exception as e:
             error = e if isinstance(e, ServingError) else _unexpected(e, api)
         else:
             self._record(model_name, api, Code.OK, start)

@@ -15,7 +15,8 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import time
-from typing import Collection, Mapping, Protocol, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 from tensorflow.core.framework import types_pb2
@@ -25,7 +26,6 @@ from serving import tensor_codec
 from serving.errors import Code, ServingError, failed_precondition, invalid_argument
 from serving.monitoring import Metrics
 from serving.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, PREDICT_METHOD, REGRESS_METHOD, Servable, Signature
-
 
 _MAX_PLANS = 1024
 
@@ -93,7 +93,8 @@ class Inference:
             servable.plans[key] = plan
         return plan
 
-    def _plan_predict(self, signature: Signature, requested: frozenset[str], output_filter: tuple[str, ...]) -> PredictPlan:
+    def _plan_predict(self, signature: Signature, requested: frozenset[str],
+                      output_filter: tuple[str, ...]) -> PredictPlan:
         if self._method_name_check and signature.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
             raise ServingError(
                 Code.INTERNAL,
@@ -105,7 +106,8 @@ class Inference:
             raise invalid_argument(
                 f"input size does not match signature: {len(requested)}!={len(expected)} "
                 f"len({{{_join(requested)}}}) != len({{{_join(expected)}}}). "
-                f"Sent extra: {{{_join(requested - expected)}}}. Missing but required: {{{_join(expected - requested)}}}."
+                f"Sent extra: {{{_join(requested - expected)}}}. "
+                f"Missing but required: {{{_join(expected - requested)}}}."
             )
         for alias, spec in signature.inputs.items():
             if alias not in requested and alias not in signature.defaults:

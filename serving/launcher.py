@@ -9,7 +9,7 @@
 3. ``embedded``: this package's server (``python -m serving``) in a subprocess.
 
 It says which one it chose (``handle.kind`` and a log line), waits until the model has a version
-AVAILABLE (REST ``GET /v1/models/NAME``), and raises ``ServerStartError`` with the tail of the
+AVAILABLE (REST ``GET /v1/models/NAME``), and raises ``LaunchError`` with the tail of the
 server's log when the server exits or does not become ready in time. ``handle.stop()`` (or leaving
 the ``with`` block) stops exactly what was started: the server's process group, or the container.
 Servers still running when the Python process exits are stopped too.
@@ -37,7 +37,7 @@ import urllib.error
 import urllib.request
 import uuid
 import weakref
-from typing import Sequence
+from collections.abc import Sequence
 
 from serving import config as config_lib
 
@@ -48,10 +48,10 @@ KINDS = ("binary", "docker", "embedded")
 _FILE_FLAGS = ("--batching_parameters_file", "--monitoring_config_file", "--model_config_file")
 
 log = logging.getLogger("serving.launcher")
-_live_handles: "weakref.WeakSet[ServerHandle]" = weakref.WeakSet()
+_live_handles: weakref.WeakSet[ServerHandle] = weakref.WeakSet()
 
 
-class ServerStartError(RuntimeError):
+class LaunchError(RuntimeError):
     """The model server could not be started or did not become ready."""
 
 
@@ -76,7 +76,7 @@ def start_server(
     kind: str | None = None,
     wait_for_model: bool = True,
     env: dict[str, str] | None = None,
-) -> "ServerHandle":
+) -> ServerHandle:
     """Starts a model server serving ``model_base_path`` as ``model_name``.
 
     ``grpc_port``/``rest_port`` default to free ephemeral ports. ``poll_wait_s`` is
@@ -92,9 +92,9 @@ def start_server(
     elif kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     elif kind == "binary" and not shutil.which(BINARY):
-        raise ServerStartError(f"kind='binary' was requested but there is no {BINARY} on PATH")
+        raise LaunchError(f"kind='binary' was requested but there is no {BINARY} on PATH")
     elif kind == "docker" and not shutil.which("docker"):
-        raise ServerStartError("kind='docker' was requested but there is no docker command on PATH")
+        raise LaunchError("kind='docker' was requested but there is no docker command on PATH")
     else:
         reason = "requested"
     base_path = os.path.abspath(model_base_path)
@@ -169,7 +169,7 @@ class ServerHandle:
     def wait_ready(self, timeout_s: float = 120.0, model_name: str | None = None) -> float:
         """Waits until ``model_name`` (default: the handle's) has a version AVAILABLE.
 
-        Returns the seconds since the server was started. Raises ServerStartError if the server
+        Returns the seconds since the server was started. Raises LaunchError if the server
         exits first or the timeout passes.
         """
         model_name = model_name or self.model_name
@@ -177,14 +177,14 @@ class ServerHandle:
         url = f"{self.rest_url}/v1/models/{model_name}"
         while True:
             if not self.is_running():
-                raise ServerStartError(
+                raise LaunchError(
                     f"The {self.kind} model server exited with status {self.process.returncode} before model "
                     f"{model_name} was available.\n{self._tail_block()}"
                 )
             if _model_available(url):
                 return time.monotonic() - self.started_at
             if time.monotonic() >= deadline:
-                raise ServerStartError(
+                raise LaunchError(
                     f"The {self.kind} model server did not have a version of model {model_name} AVAILABLE at "
                     f"{url} within {timeout_s:g} s.\n{self._tail_block()}"
                 )
@@ -227,7 +227,7 @@ class ServerHandle:
     def _tail_block(self) -> str:
         return f"--- last lines of the server log ({self.log_path}) ---\n{self.log_tail()}"
 
-    def __enter__(self) -> "ServerHandle":
+    def __enter__(self) -> ServerHandle:
         return self
 
     def __exit__(self, *exc) -> None:

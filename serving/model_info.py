@@ -57,4 +57,4 @@ def metadata_json(model_name: str, servable: Servable) -> bytes:
         f'"model_spec":{spec_json},\n'
         f'"metadata": {{"signature_def": {servable.signature_def_json}}}\n'
         "}\n"
-    ).encode("utf-8")
+    ).encode()

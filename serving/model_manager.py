@@ -42,13 +42,13 @@ import enum
 import logging
 import os
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import config as config_lib
 from serving import servable as servable_lib
-from serving.errors import Code, ServingError, from_exception, invalid_argument, not_found
+from serving.errors import Code, ServingError, StartupError, from_exception, invalid_argument, not_found
 from serving.monitoring import Metrics
 from serving.options import ManagerOptions
 from serving.servable import Servable
@@ -74,10 +74,6 @@ class VersionStatus:
     state: State
     code: Code = Code.OK
     message: str = ""
-
-
-class StartupError(Exception):
-    """The configured models cannot all become available."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +170,7 @@ class ServableHandle:
         if version.in_flight == 0:
             version.drained.set()
 
-    def __enter__(self) -> "ServableHandle":
+    def __enter__(self) -> ServableHandle:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -492,7 +488,7 @@ class ModelManager:
             servable = await asyncio.get_running_loop().run_in_executor(
                 self._loader, servable_lib.load, name, version.number, version.path, self._options.saved_model_tags
             )
-        except Exception as e:  # noqa: BLE001 - any load failure is reported in the version's status
+        except Exception as e:
             error = from_exception(e)
             self._metrics.model_load(version.path, False, time.perf_counter() - start)
             self._load_failed(model, version, error, fingerprint)

@@ -100,7 +100,7 @@ class RestApi:
             body = await self._read_body(request)
             payload = await self._dispatch(route, body)
             status = Code.OK
-        except Exception as e:  # noqa: BLE001 - every failure is answered as {"error": ...}
+        except Exception as e:
             error = e if isinstance(e, ServingError) else _unexpected(e, request)
             payload, status = tensor_codec.error_json(error.message), error.code
             response = web.Response(status=error.http_status, body=payload, content_type=_JSON, headers=headers)

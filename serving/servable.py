@@ -18,14 +18,14 @@ import dataclasses
 import os
 import threading
 import time
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 from google.protobuf import any_pb2, json_format
-from tensorflow.python.client import pywrap_tf_session
 from tensorflow.core.framework import tensor_shape_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.python.client import pywrap_tf_session
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving import tensor_codec
@@ -107,7 +107,7 @@ class Servable:
             self._running += 1
         try:
             # What Session.run ends in, minus its Python-side feed checks (see the module docstring).
-            results = self._session._call_tf_sessionrun(options, feeds, fetches, [], None)  # noqa: SLF001
+            results = self._session._call_tf_sessionrun(options, feeds, fetches, [], None)
         except tf.errors.OpError as e:
             raise from_exception(e) from None
         finally:
@@ -133,7 +133,7 @@ class Servable:
                 tensor = self._session.graph.get_tensor_by_name(tensor_name)
             except (KeyError, ValueError) as e:
                 raise ServingError(Code.INVALID_ARGUMENT, f"Tensor {tensor_name} is not in the graph: {e}") from None
-            endpoint = self._endpoints[tensor_name] = tensor._as_tf_output()  # noqa: SLF001
+            endpoint = self._endpoints[tensor_name] = tensor._as_tf_output()
         return endpoint
 
 
@@ -180,7 +180,8 @@ def missing_saved_model_error(path: str) -> ServingError:
 
 def _signature(key: str, sig: meta_graph_pb2.SignatureDef) -> Signature:
     def specs(infos) -> dict[str, TensorSpec]:
-        return {alias: TensorSpec(alias, info.name, info.dtype, info.tensor_shape) for alias, info in sorted(infos.items())}
+        return {alias: TensorSpec(alias, info.name, info.dtype, info.tensor_shape)
+                for alias, info in sorted(infos.items())}
 
     defaults = {}
     for alias, proto in sig.defaults.items():

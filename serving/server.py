@@ -19,7 +19,8 @@ from serving import config as config_lib
 from serving.batching import BatchScheduler
 from serving.grpc_api import GrpcApi
 from serving.inference import DirectRunner, Inference
-from serving.model_manager import ModelManager, StartupError
+from serving.errors import StartupError
+from serving.model_manager import ModelManager
 from serving.monitoring import Metrics
 from serving.options import ServerOptions
 from serving.rest_api import RestApi
@@ -34,10 +35,6 @@ def quiet_tensorflow() -> None:
     import tensorflow as tf
 
     tf.get_logger().setLevel(logging.ERROR)
-
-
-class ServerStartError(Exception):
-    pass
 
 
 class Server:
@@ -55,11 +52,8 @@ class Server:
         self._config_poller: asyncio.Task | None = None
 
     async def start(self) -> None:
-        """Loads the models, then opens the ports. Raises ServerStartError."""
-        try:
-            await self.manager.start(self._options.model_config)
-        except StartupError as e:
-            raise ServerStartError(str(e)) from None
+        """Loads the models, then opens the ports. Raises StartupError."""
+        await self.manager.start(self._options.model_config)
         await self._start_grpc()
         if self._options.rest_api_port:
             await self._start_rest()
@@ -109,7 +103,7 @@ class Server:
             await site.start()
         except OSError as e:
             await runner.cleanup()
-            raise ServerStartError(
+            raise StartupError(
                 f"Could not open the REST port {options.bind_address}:{options.rest_api_port}: {e.strerror}"
             ) from None
         self._rest = runner
@@ -132,7 +126,7 @@ class Server:
                 continue
             try:
                 await self.manager.reload(config)
-            except Exception as e:  # noqa: BLE001 - a bad file must not stop the server
+            except Exception as e:
                 log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", e)
 
 
@@ -168,9 +162,9 @@ def _bind(server: grpc.aio.Server, address: str) -> None:
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as e:
-        raise ServerStartError(f"Could not open the gRPC port {address}: {e}") from None
+        raise StartupError(f"Could not open the gRPC port {address}: {e}") from None
     if port == 0:
-        raise ServerStartError(f"Could not open the gRPC port {address}")
+        raise StartupError(f"Could not open the gRPC port {address}")
 
 
 def _host_for_url(host: str) -> str:

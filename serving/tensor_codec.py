@@ -16,7 +16,8 @@ import binascii
 import json
 import math
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import orjson
@@ -777,12 +778,18 @@ def _jsonable(name: str, array: np.ndarray) -> Any:
         array = np.asarray(array)
         # orjson writes C-contiguous arrays and numpy scalars (which keep float32 short).
         return array[()] if array.ndim == 0 else np.ascontiguousarray(array)
-    if name.endswith("_bytes"):
-        convert = lambda v: {"b64": base64.b64encode(_as_bytes(v)).decode("ascii")}  # noqa: E731
-    else:
-        # JSON text must be Unicode; undecodable bytes become U+FFFD (the reference writes them raw).
-        convert = lambda v: _as_bytes(v).decode("utf-8", "replace")  # noqa: E731
+    # JSON text must be Unicode: `*_bytes` outputs are base64 objects; elsewhere undecodable bytes become U+FFFD
+    # (the reference writes them raw).
+    convert = _as_b64_object if name.endswith("_bytes") else _as_text
     return _map_nested(array.tolist(), convert)
+
+
+def _as_b64_object(value: Any) -> dict[str, str]:
+    return {"b64": base64.b64encode(_as_bytes(value)).decode("ascii")}
+
+
+def _as_text(value: Any) -> str:
+    return _as_bytes(value).decode("utf-8", "replace")
 
 
 def _map_nested(value: Any, convert) -> Any:
@@ -827,7 +834,7 @@ def _format_float(value: float, np_type) -> str:
         return "NaN"
     if math.isinf(value):
         return "-Infinity" if value < 0 else "Infinity"
-    text = "%g" % value
+    text = f"{value:g}"
     if np_type(text) != np_type(value):
         text = ("%.9g" if np_type is np.float32 else "%.17g") % value
     if "." not in text and "e" not in text:

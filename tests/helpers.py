@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PENGUINS_DIR = REPO_ROOT / "data" / "penguins"
 TFXSP = str(Path(sys.executable).with_name("tfxsp"))

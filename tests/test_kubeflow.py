@@ -351,7 +351,7 @@ class FakeKFP:
         self._ready.set()
         self._loop.run_forever()
 
-    def __enter__(self) -> "FakeKFP":
+    def __enter__(self) -> FakeKFP:
         self._thread.start()
         assert self._ready.wait(10)
         self.url = f"http://127.0.0.1:{self.port}"

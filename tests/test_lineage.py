@@ -173,7 +173,7 @@ class TfxShapedStore:
             execution_id, artifact_ids, _ = self.store.put_execution(
                 execution, pairs, [self.pipeline, run, self.node_contexts[node]],
                 reuse_context_if_already_exist=True)
-            for (artifact, event), artifact_id in zip(pairs, artifact_ids):
+            for (_, event), artifact_id in zip(pairs, artifact_ids):
                 if event.type == mlmd.Event.OUTPUT:
                     key = event.path.steps[0].key
                     produced[(node, key)] = artifact_id
@@ -237,7 +237,7 @@ class TfxShapedStore:
         return artifact
 
 
-def Event_(event_type, *keys):  # noqa: N802 - reads like the proto
+def Event_(event_type, *keys):
     event = mlmd.Event(type=event_type)
     for key in keys:
         event.path.steps.add().key = key
@@ -708,7 +708,7 @@ def test_unreachable_grpc_service(tmp_path):
 
 def test_run_store_opens_read_only(history):
     store = lineage.open_store(history.config.metadata_connection_config())
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="readonly"):  # MLMD's error class differs by version
         store.put_context_type(mlmd.ContextType(name="written"))
 
 

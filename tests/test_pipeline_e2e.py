@@ -81,7 +81,7 @@ def test_first_run_records_the_serving_validation_linked_to_the_push(runs):
     # The summary proves the model live and shows how to query it.
     stdout = runs.results["first"].stdout
     assert "Serving validation: passed" in stdout
-    assert f"curl -d '" in stdout and f"/v1/models/{runs.config.model_name}:predict" in stdout
+    assert "curl -d '" in stdout and f"/v1/models/{runs.config.model_name}:predict" in stdout
     assert '"classes"' in stdout  # the live answer to that curl command
     assert "stub.Predict(request" in stdout
 
@@ -111,7 +111,7 @@ def test_pushed_model_classifies_the_eval_split(runs):
     outputs = model.signatures["serving_default"](examples=tf.constant(records))
     predicted = [c.decode() for c in outputs["classes"].numpy()]
     labels = [_value(e, features.LABEL_KEY).decode() for e in examples]
-    accuracy = sum(p == l for p, l in zip(predicted, labels)) / len(labels)
+    accuracy = sum(p == label for p, label in zip(predicted, labels)) / len(labels)
     assert len(labels) > 50 and accuracy >= 0.9, accuracy
 
     # The raw-feature signature (plain JSON rows over REST) agrees with the tf.Example one.

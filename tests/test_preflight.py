@@ -6,7 +6,6 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.preflight import PreflightError, check_inputs
-
 from tests.conftest import free_port
 from tests.helpers import PENGUINS_DIR, run_tfxsp
 

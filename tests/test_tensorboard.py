@@ -96,6 +96,7 @@ def test_histograms_of_every_weight_and_bias(events):
 
 def _vocabulary(run, key):
     import tensorflow_transform as tft
+
     from pipeline.modules import features
     root = os.path.join(run.pipeline_root, "Transform", "transform_graph")
     [graph] = [os.path.join(root, d) for d in os.listdir(root)]

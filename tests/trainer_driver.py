@@ -18,7 +18,6 @@ import os
 import sys
 import time
 import traceback
-from typing import Dict
 
 import pipeline  # noqa: F401  - sets TF_USE_LEGACY_KERAS before TensorFlow
 from pipeline.config import load_config, parse_set_options
@@ -48,7 +47,7 @@ def _latest(store, type_name: str, uri_part: str):
 
 
 def run_trainer_executor(pipeline_root: str, out: str, strategy: str,
-                         overrides: Dict[str, str]) -> None:
+                         overrides: dict[str, str]) -> None:
     """TFX's Trainer executor with run_fn from pipeline/modules/trainer.py (as a module file), on
     the newest Transform outputs in `pipeline_root`'s ML Metadata, into <out>/<strategy>/."""
     from google.protobuf import json_format
@@ -114,7 +113,7 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         code = main()
-    except BaseException:  # noqa: BLE001 - the test shows this output
+    except BaseException:
         traceback.print_exc()
         code = 1
     sys.stdout.flush()

@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from tests.helpers import PENGUINS_DIR, REPO_ROOT
 
@@ -31,7 +30,7 @@ TRAINING = {"train_steps": "120", "epochs": "4", "eval_steps": "4",
             "tensorboard_update_freq": "10", "histogram_freq": "1"}
 PROCESS_TIMEOUT_S = 600
 
-_MEMO: Dict[str, object] = {}
+_MEMO: dict[str, object] = {}
 
 
 @dataclasses.dataclass
@@ -45,7 +44,7 @@ class Training:
     def serving_model_dir(self) -> str:
         return os.path.join(self.model_dir, "Format-Serving")
 
-    def summaries(self) -> Dict[str, dict]:
+    def summaries(self) -> dict[str, dict]:
         """{task: summary} from <model_run_dir>/training/<task>.json of every training process."""
         found = {}
         for path in glob.glob(os.path.join(self.model_run_dir, "training", "*.json")):
@@ -55,7 +54,7 @@ class Training:
                     found[name] = json.load(f)
         return found
 
-    def cluster(self) -> Optional[dict]:
+    def cluster(self) -> dict | None:
         path = os.path.join(self.model_run_dir, "training", "cluster.json")
         if not os.path.exists(path):
             return None
@@ -72,7 +71,7 @@ class PipelineRun:
     trainer: Training
 
 
-def run_process(argv: List[str], cwd: Path, timeout: float = PROCESS_TIMEOUT_S
+def run_process(argv: list[str], cwd: Path, timeout: float = PROCESS_TIMEOUT_S
                 ) -> subprocess.CompletedProcess:
     """Runs argv in its own process group; on timeout kills the group (its children die with it:
     every process pipeline.distributed starts has PR_SET_PDEATHSIG)."""
@@ -90,16 +89,16 @@ def run_process(argv: List[str], cwd: Path, timeout: float = PROCESS_TIMEOUT_S
     return subprocess.CompletedProcess(argv, process.returncode, output, "")
 
 
-def isolated(argv: List[str]) -> List[str]:
+def isolated(argv: list[str]) -> list[str]:
     from pipeline.distributed import isolated_network_argv
     return isolated_network_argv(argv)
 
 
-def driver(*args: str) -> List[str]:
+def driver(*args: str) -> list[str]:
     return [sys.executable, "-m", "tests.trainer_driver", *args]
 
 
-def sets(overrides: Dict[str, str]) -> List[str]:
+def sets(overrides: dict[str, str]) -> list[str]:
     return [f"--set={key}={value}" for key, value in overrides.items()]
 
 
@@ -135,8 +134,8 @@ def _newest_uri(metadata_path: str, type_name: str) -> str:
     return max(artifacts, key=lambda a: a.id).uri
 
 
-def train(tmp_path_factory, strategies: List[str], overrides: Dict[str, str],
-          network_isolated: bool = False) -> Dict[str, Training]:
+def train(tmp_path_factory, strategies: list[str], overrides: dict[str, str],
+          network_isolated: bool = False) -> dict[str, Training]:
     """Trains each strategy with TFX's Trainer executor, all in one fresh process."""
     key = json.dumps([strategies, overrides, network_isolated])
     if key not in _MEMO:
@@ -171,4 +170,4 @@ def eval_accuracy(serving_model_dir: str, pipeline_root: str) -> float:
     classes = model.signatures["serving_default"](examples=tf.constant(records))["classes"]
     predicted = [c.decode() for c in classes.numpy()]
     assert len(labels) > 50
-    return sum(p == l for p, l in zip(predicted, labels)) / len(labels)
+    return sum(p == label for p, label in zip(predicted, labels)) / len(labels)

@@ -1,6 +1,5 @@
 """ServingValidator: after Pusher, prove that the model server serves the pushed version and that it
 answers over REST and gRPC exactly as the trained model does in process."""
-from typing import List, Optional
 
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
@@ -16,7 +15,7 @@ class ServingValidatorSpec(types.ComponentSpec):
         "model_name": ExecutionParameter(type=str),
         "rest_url": ExecutionParameter(type=str),
         "grpc_target": ExecutionParameter(type=str),
-        "signature_names": ExecutionParameter(type=List[str]),
+        "signature_names": ExecutionParameter(type=list[str]),
         "num_examples": ExecutionParameter(type=int),
         "load_deadline_s": ExecutionParameter(type=float),
         "tolerance": ExecutionParameter(type=float),
@@ -50,7 +49,7 @@ class ServingValidator(base_component.BaseComponent):
                  model_name: str,
                  rest_url: str,
                  grpc_target: str,
-                 signature_names: Optional[List[str]] = None,
+                 signature_names: list[str] | None = None,
                  num_examples: int = 16,
                  load_deadline_s: float = 60.0,
                  tolerance: float = 1e-5,

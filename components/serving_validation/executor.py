@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Dict, List
+from typing import Any
 
 from absl import logging
 from tfx.dsl.components.base import base_executor
@@ -23,8 +23,8 @@ from components.serving_validation.artifact import FAILED, PASSED, REPORT_FILE, 
 
 class Executor(base_executor.BaseExecutor):
 
-    def Do(self, input_dict: Dict[str, List[Artifact]], output_dict: Dict[str, List[Artifact]],
-           exec_properties: Dict[str, Any]) -> None:
+    def Do(self, input_dict: dict[str, list[Artifact]], output_dict: dict[str, list[Artifact]],
+           exec_properties: dict[str, Any]) -> None:
         pushed_model = artifact_utils.get_single_instance(input_dict["pushed_model"])
         validation = artifact_utils.get_single_instance(output_dict["validation"])
         if not pushed_model.get_int_custom_property("pushed"):
@@ -47,10 +47,10 @@ class Executor(base_executor.BaseExecutor):
 
 
 def validate(version: int, model: Artifact, examples: Artifact,
-             params: Dict[str, Any]) -> Dict[str, Any]:
+             params: dict[str, Any]) -> dict[str, Any]:
     """Runs every check against the live server; returns the report (state passed or failed)."""
     client = probes.ServingClient(params["model_name"], params["rest_url"], params["grpc_target"])
-    report: Dict[str, Any] = {"probed_version": version, "model_name": params["model_name"],
+    report: dict[str, Any] = {"probed_version": version, "model_name": params["model_name"],
                               "rest_url": params["rest_url"], "grpc_target": params["grpc_target"],
                               "checks": []}
     try:
@@ -75,10 +75,10 @@ def validate(version: int, model: Artifact, examples: Artifact,
 
 
 def _measure_latency(client: probes.ServingClient, version: int, probe: probes.ProbeInput,
-                     params: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
+                     params: dict[str, Any]) -> dict[str, dict[str, float]]:
     try:
         latency = probes.measure_latency(client, version, probe, params["latency_requests"])
-    except Exception as e:  # noqa: BLE001 - any error while timing is a failed latency check
+    except Exception as e:
         raise probes.ProbeFailure("latency", version, client.rest_url, str(e)[:300]) from None
     for api, figures in latency.items():
         for quantile, budget in (("p50_ms", params["max_p50_ms"]), ("p99_ms", params["max_p99_ms"])):
@@ -90,7 +90,7 @@ def _measure_latency(client: probes.ServingClient, version: int, probe: probes.P
     return latency
 
 
-def roll_back(destination: str, version: int, params: Dict[str, Any]) -> Dict[str, Any]:
+def roll_back(destination: str, version: int, params: dict[str, Any]) -> dict[str, Any]:
     """Moves the failed version into `<model base path>.quarantine/` and waits until the server no
     longer serves it (and serves the previous version, when there is one)."""
     base_path = os.path.dirname(destination.rstrip("/"))
@@ -110,7 +110,7 @@ def roll_back(destination: str, version: int, params: Dict[str, Any]) -> Dict[st
         while True:
             try:
                 states = client.rest_status()
-            except Exception as e:  # noqa: BLE001 - report what the server said, keep the move
+            except Exception as e:
                 states, result["status_error"] = None, str(e)[:300]
             back = states is not None and states.get(version) != "AVAILABLE" and (
                 previous is None or states.get(previous) == "AVAILABLE")
@@ -123,7 +123,7 @@ def roll_back(destination: str, version: int, params: Dict[str, Any]) -> Dict[st
         client.close()
 
 
-def _record(validation: Artifact, report: Dict[str, Any]) -> None:
+def _record(validation: Artifact, report: dict[str, Any]) -> None:
     """Writes report.json into the artifact's URI and the key figures into its properties."""
     os.makedirs(validation.uri, exist_ok=True)
     with open(os.path.join(validation.uri, REPORT_FILE), "w") as f:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Dict, List
 
 import numpy as np
 import tensorflow as tf
@@ -13,7 +12,7 @@ from tfx.utils import path_utils
 from components.serving_validation.probes import ProbeInput
 
 
-def eval_examples(examples: Artifact, count: int) -> List[bytes]:
+def eval_examples(examples: Artifact, count: int) -> list[bytes]:
     """The first `count` serialized tf.Examples of the eval split."""
     split_uri = artifact_utils.get_split_uri([examples], "eval")
     files = sorted(glob.glob(os.path.join(split_uri, "*")))
@@ -29,9 +28,9 @@ def _takes_serialized_examples(signature: tf.types.experimental.ConcreteFunction
         next(iter(specs)) == "examples"
 
 
-def _raw_inputs(serialized: List[bytes], specs: Dict[str, tf.TensorSpec]) -> Dict[str, np.ndarray]:
+def _raw_inputs(serialized: list[bytes], specs: dict[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
     """One value per input from each example that has all of them (a raw signature takes no gaps)."""
-    columns: Dict[str, list] = {name: [] for name in specs}
+    columns: dict[str, list] = {name: [] for name in specs}
     for record in serialized:
         features = tf.train.Example.FromString(record).features.feature
         values = {}
@@ -50,8 +49,8 @@ def _raw_inputs(serialized: List[bytes], specs: Dict[str, tf.TensorSpec]) -> Dic
             for name, values in columns.items()}
 
 
-def probe_inputs(model: Artifact, examples: Artifact, signature_names: List[str],
-                 count: int) -> List[ProbeInput]:
+def probe_inputs(model: Artifact, examples: Artifact, signature_names: list[str],
+                 count: int) -> list[ProbeInput]:
     """For each signature: requests built from eval examples, and the trained model's answers."""
     loaded = tf.saved_model.load(path_utils.serving_model_path(model.uri))
     serialized = eval_examples(examples, count)

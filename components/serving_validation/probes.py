@@ -8,7 +8,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import time
-from typing import Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -26,8 +27,8 @@ class ProbeFailure(Exception):
 class ProbeInput:
     """One signature's probe: the request inputs and the outputs the trained model gave for them."""
     signature: str
-    inputs: Dict[str, np.ndarray]  # input name -> batch of values (bytes for serialized examples)
-    expected: Dict[str, np.ndarray]  # output name -> batch of values
+    inputs: dict[str, np.ndarray]  # input name -> batch of values (bytes for serialized examples)
+    expected: dict[str, np.ndarray]  # output name -> batch of values
     binary: bool = False  # inputs are serialized tf.Examples: REST sends them as {"b64": ...}
 
 
@@ -44,22 +45,22 @@ class ServingClient:
     def close(self) -> None:
         self._grpc.close()
 
-    def model_url(self, version: Optional[int] = None) -> str:
+    def model_url(self, version: int | None = None) -> str:
         suffix = f"/versions/{version}" if version is not None else ""
         return f"{self.rest_url}/v1/models/{self.model_name}{suffix}"
 
-    def rest_status(self) -> Dict[int, str]:
+    def rest_status(self) -> dict[int, str]:
         """version -> state (AVAILABLE, LOADING, ...) from GET /v1/models/NAME."""
         body = self._rest.status(self.model_name)
         return {int(s["version"]): s["state"] for s in body.get("model_version_status", [])}
 
-    def grpc_status(self) -> Dict[int, str]:
+    def grpc_status(self) -> dict[int, str]:
         return self._grpc.status(self.model_name)
 
-    def grpc_signature_names(self, version: int) -> List[str]:
+    def grpc_signature_names(self, version: int) -> list[str]:
         return self._grpc.signature_names(self.model_name, version)
 
-    def rest_predict(self, version: int, body: Dict[str, Any]) -> tuple[Dict[str, Any], float]:
+    def rest_predict(self, version: int, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
         """POST :predict with a row ("instances") or columnar ("inputs") body."""
         data = {"instances": body["instances"]} if "instances" in body else {"inputs": body["inputs"]}
         start = time.perf_counter()
@@ -67,8 +68,8 @@ class ServingClient:
                                     version=version, **data)
         return answer, time.perf_counter() - start
 
-    def grpc_predict(self, version: int, signature: str, inputs: Dict[str, np.ndarray]
-                     ) -> tuple[Dict[str, np.ndarray], float]:
+    def grpc_predict(self, version: int, signature: str, inputs: dict[str, np.ndarray]
+                     ) -> tuple[dict[str, np.ndarray], float]:
         start = time.perf_counter()
         outputs, answered = self._grpc.predict(self.model_name, inputs, signature, version=version)
         elapsed = time.perf_counter() - start
@@ -108,7 +109,7 @@ def wait_until_served(client: ServingClient, version: int, deadline_s: float,
         time.sleep(poll_s)
 
 
-def _describe_states(states: Dict[int, str]) -> str:
+def _describe_states(states: dict[int, str]) -> str:
     if not states:
         return "no versions"
     return ", ".join(f"version {v} {s}" for v, s in sorted(states.items()))
@@ -120,7 +121,7 @@ def _short_error(error: Exception) -> str:
     return str(error).split("\n")[0][:300]
 
 
-def check_metadata(client: ServingClient, version: int, signatures: List[str]) -> None:
+def check_metadata(client: ServingClient, version: int, signatures: list[str]) -> None:
     try:
         served = client.grpc_signature_names(version)
     except grpc.RpcError as e:
@@ -138,7 +139,7 @@ def _rest_value(value: Any, binary: bool) -> Any:
     return value
 
 
-def rest_bodies(probe: ProbeInput) -> Dict[str, Dict[str, Any]]:
+def rest_bodies(probe: ProbeInput) -> dict[str, dict[str, Any]]:
     """The same inputs in TF Serving's row ("instances") and columnar ("inputs") formats."""
     size = len(next(iter(probe.inputs.values())))
     rows = [{name: _rest_value(values[i], probe.binary) for name, values in probe.inputs.items()}
@@ -148,8 +149,8 @@ def rest_bodies(probe: ProbeInput) -> Dict[str, Dict[str, Any]]:
             "columnar": {"signature_name": probe.signature, "inputs": columns}}
 
 
-def outputs_from_rest(answer: Dict[str, Any], fmt: str, output_names: List[str]
-                      ) -> Dict[str, np.ndarray]:
+def outputs_from_rest(answer: dict[str, Any], fmt: str, output_names: list[str]
+                      ) -> dict[str, np.ndarray]:
     """Per-output arrays from a REST predict answer (row: "predictions", columnar: "outputs")."""
     if fmt == "row":
         predictions = answer["predictions"]
@@ -162,8 +163,8 @@ def outputs_from_rest(answer: Dict[str, Any], fmt: str, output_names: List[str]
     return {name: np.array(outputs[name]) for name in output_names}
 
 
-def compare_outputs(expected: Dict[str, np.ndarray], served: Dict[str, np.ndarray],
-                    tolerance: float) -> Optional[str]:
+def compare_outputs(expected: dict[str, np.ndarray], served: dict[str, np.ndarray],
+                    tolerance: float) -> str | None:
     """None when the served outputs equal the expected ones; else what differs, briefly."""
     for name, want in expected.items():
         if name not in served:
@@ -190,11 +191,11 @@ def compare_outputs(expected: Dict[str, np.ndarray], served: Dict[str, np.ndarra
 
 
 def check_predictions(client: ServingClient, version: int, probe: ProbeInput,
-                      tolerance: float) -> List[Dict[str, Any]]:
+                      tolerance: float) -> list[dict[str, Any]]:
     """REST row, REST columnar and gRPC Predict on `version`; each must match the expected."""
     results = []
     output_names = list(probe.expected)
-    calls: List[tuple[str, str, Callable[[], Dict[str, np.ndarray]]]] = []
+    calls: list[tuple[str, str, Callable[[], dict[str, np.ndarray]]]] = []
     for fmt, body in rest_bodies(probe).items():
         calls.append((f"REST predict ({fmt})", client.model_url(version) + ":predict",
                       lambda body=body, fmt=fmt: outputs_from_rest(
@@ -216,12 +217,12 @@ def check_predictions(client: ServingClient, version: int, probe: ProbeInput,
 
 
 def measure_latency(client: ServingClient, version: int, probe: ProbeInput, requests_n: int
-                    ) -> Dict[str, Dict[str, float]]:
+                    ) -> dict[str, dict[str, float]]:
     """p50/p99 in ms of single-example REST and gRPC predicts, after one warm-up call each."""
     single = ProbeInput(probe.signature, {k: v[:1] for k, v in probe.inputs.items()}, {},
                         probe.binary)
     body = rest_bodies(single)["row"]
-    timings: Dict[str, List[float]] = {"rest": [], "grpc": []}
+    timings: dict[str, list[float]] = {"rest": [], "grpc": []}
     for i in range(requests_n + 1):
         rest_s = client.rest_predict(version, body)[1]
         grpc_s = client.grpc_predict(version, single.signature, single.inputs)[1]

@@ -17,7 +17,7 @@ runtime starts, so `needs_fresh_process` says when this process can no longer ho
 """
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import tensorflow as tf
 from tensorflow.python.eager import context
@@ -44,20 +44,20 @@ def runtime_initialized() -> bool:
     return context.context()._context_handle is not None  # pylint: disable=protected-access
 
 
-def tf_config() -> Dict[str, Any]:
+def tf_config() -> dict[str, Any]:
     return json.loads(os.environ.get("TF_CONFIG") or "{}")
 
 
-def _gpus() -> List[Any]:
+def _gpus() -> list[Any]:
     return tf.config.list_physical_devices("GPU")
 
 
-def _wants_logical_cpus(hparams: Dict[str, Any]) -> bool:
+def _wants_logical_cpus(hparams: dict[str, Any]) -> bool:
     return (hparams["strategy"] in ("mirrored", "central_storage")
             and int(hparams.get("cpu_replicas", 1)) > 1 and not _gpus())
 
 
-def needs_fresh_process(hparams: Dict[str, Any]) -> Optional[str]:
+def needs_fresh_process(hparams: dict[str, Any]) -> str | None:
     """Why this process cannot build the configured strategy any more (None if it can).
 
     Logical CPU devices and collective ops must be set up before the first TensorFlow op runs; in
@@ -77,7 +77,7 @@ def needs_fresh_process(hparams: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def configure_cpu_replicas(n: int) -> List[str]:
+def configure_cpu_replicas(n: int) -> list[str]:
     """Splits the CPU into `n` logical devices (before any op runs) and returns their names."""
     cpu = tf.config.list_physical_devices("CPU")[0]
     current = tf.config.get_logical_device_configuration(cpu) or []
@@ -95,7 +95,7 @@ def configure_cpu_replicas(n: int) -> List[str]:
     return devices
 
 
-def replica_devices(hparams: Dict[str, Any]) -> List[str]:
+def replica_devices(hparams: dict[str, Any]) -> list[str]:
     """The devices that mirrored and central_storage replicate over: all GPUs, else logical CPUs."""
     gpus = tf.config.list_logical_devices("GPU") if _gpus() else []
     if gpus:
@@ -144,7 +144,7 @@ def _configure_coordination(resolver, register_timeout_s: float) -> None:
                           for job in ("chief", "worker") if job in spec.jobs])
 
 
-def make_strategy(hparams: Dict[str, Any]) -> tf.distribute.Strategy:
+def make_strategy(hparams: dict[str, Any]) -> tf.distribute.Strategy:
     """Returns the strategy named by hparams['strategy'], built in this process.
 
     multi_worker_mirrored and parameter_server read the cluster from TF_CONFIG, which a cluster
@@ -183,7 +183,7 @@ def make_strategy(hparams: Dict[str, Any]) -> tf.distribute.Strategy:
     raise ValueError(f"strategy {name!r} is not supported by this Trainer; one of {NAMES}")
 
 
-def _cluster_spec(strategy: tf.distribute.Strategy) -> Dict[str, List[str]]:
+def _cluster_spec(strategy: tf.distribute.Strategy) -> dict[str, list[str]]:
     # ParameterServerStrategy keeps its resolver without exposing it as `cluster_resolver`.
     resolver = (getattr(strategy, "cluster_resolver", None)
                 or getattr(strategy, "_cluster_resolver", None))

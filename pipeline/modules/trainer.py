@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -24,15 +24,14 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from pipeline import distributed
-from pipeline.modules import features
-from pipeline.modules import strategies
+from pipeline.modules import features, strategies
 
 OUTPUT_KEYS = ("probabilities", "class_ids", "classes")
 
 
-def _input_fn(file_pattern: List[str], data_accessor: tfx.components.DataAccessor,
+def _input_fn(file_pattern: list[str], data_accessor: tfx.components.DataAccessor,
               tf_transform_output: tft.TFTransformOutput, batch_size: int,
-              seed: Optional[int]) -> tf.data.Dataset:
+              seed: int | None) -> tf.data.Dataset:
     """Batches of (transformed features, label), repeated indefinitely."""
     return data_accessor.tf_dataset_factory(
         file_pattern,
@@ -42,15 +41,15 @@ def _input_fn(file_pattern: List[str], data_accessor: tfx.components.DataAccesso
         tf_transform_output.transformed_metadata.schema)
 
 
-def _vocabulary_labels(tf_transform_output: tft.TFTransformOutput, key: str) -> List[str]:
+def _vocabulary_labels(tf_transform_output: tft.TFTransformOutput, key: str) -> list[str]:
     """The vocabulary of a categorical feature, with a label for each out-of-vocabulary bucket."""
     vocabulary = [v.decode() if isinstance(v, bytes) else v
                   for v in tf_transform_output.vocabulary_by_name(features.vocabulary_name(key))]
     return vocabulary + [f"[OOV {i}]" for i in range(features.NUM_OOV_BUCKETS)]
 
 
-def _build_model(vocabularies: Dict[str, List[str]], num_classes: int,
-                 hparams: Dict[str, Any]) -> tf.keras.Model:
+def _build_model(vocabularies: dict[str, list[str]], num_classes: int,
+                 hparams: dict[str, Any]) -> tf.keras.Model:
     """Numeric features as they are; each categorical feature through its own embedding layer."""
     inputs, encoded = {}, []
     for key in features.NUMERIC_FEATURE_KEYS:
@@ -117,7 +116,7 @@ class EmbeddingProjector(tf.keras.callbacks.Callback):
     checkpoint, so a model with two embedding layers would show the first one twice (and the
     optimizer's and dense layers' matrices beside them)."""
 
-    def __init__(self, log_dir: str, vocabularies: Dict[str, List[str]], chief: bool,
+    def __init__(self, log_dir: str, vocabularies: dict[str, list[str]], chief: bool,
                  freq: int = 1):
         super().__init__()
         self._log_dir, self._vocabularies, self._chief, self._freq = (
@@ -163,7 +162,7 @@ class Throughput(tf.keras.callbacks.Callback):
 
     def __init__(self):
         super().__init__()
-        self.epoch_seconds: List[float] = []
+        self.epoch_seconds: list[float] = []
         self._start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -187,8 +186,8 @@ class TensorBoard(tf.keras.callbacks.TensorBoard):
             super().on_train_batch_end(batch, logs)
 
 
-def _callbacks(log_dir: str, vocabularies: Dict[str, List[str]], hparams: Dict[str, Any],
-               chief: bool) -> List[tf.keras.callbacks.Callback]:
+def _callbacks(log_dir: str, vocabularies: dict[str, list[str]], hparams: dict[str, Any],
+               chief: bool) -> list[tf.keras.callbacks.Callback]:
     """TensorBoard: scalars per epoch and every `tensorboard_update_freq` steps (loss, accuracy,
     learning rate, steps/s), the Keras model and train-step graphs, weight and bias histograms
     every `histogram_freq` epochs, and the projector's embeddings with vocabulary labels."""
@@ -208,7 +207,7 @@ def _callbacks(log_dir: str, vocabularies: Dict[str, List[str]], hparams: Dict[s
     ]
 
 
-def _raw_serving_inputs(raw_feature_spec: Dict[str, Any]) -> Dict[str, tf.TensorSpec]:
+def _raw_serving_inputs(raw_feature_spec: dict[str, Any]) -> dict[str, tf.TensorSpec]:
     """Plain JSON-friendly inputs: float32 for numbers, string for categories, one value per row."""
     specs = {}
     for key in features.NUMERIC_FEATURE_KEYS:
@@ -231,13 +230,13 @@ def _as_raw_feature(value: tf.Tensor, spec: Any) -> Any:
 
 
 def _make_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
-                     class_names: List[str]) -> Dict[str, Any]:
+                     class_names: list[str]) -> dict[str, Any]:
     model.tft_layer = tf_transform_output.transform_features_layer()
     raw_feature_spec = tf_transform_output.raw_feature_spec()
     serving_feature_spec = {k: v for k, v in raw_feature_spec.items() if k != features.LABEL_KEY}
     class_table = tf.constant(class_names)
 
-    def predict(raw_features: Dict[str, Any]) -> Dict[str, tf.Tensor]:
+    def predict(raw_features: dict[str, Any]) -> dict[str, tf.Tensor]:
         transformed = model.tft_layer(raw_features)
         model_inputs = {name: transformed[name] for name in model.input_names}
         probabilities = tf.nn.softmax(model(model_inputs))
@@ -272,7 +271,7 @@ def _train_and_eval_data(fn_args: tfx.components.FnArgs, strategy: tf.distribute
         # TF's "Parameter server training with Keras": each worker builds its own input pipeline
         # from a dataset_fn. Workers step independently, so they shuffle independently (no seed):
         # with one seed every worker would train on the same batches in the same order.
-        def creator(files: List[str], shuffle_seed: Optional[int]):
+        def creator(files: list[str], shuffle_seed: int | None):
             def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
                 batch = input_context.get_per_replica_batch_size(global_batch_size)
                 dataset = _input_fn(files, fn_args.data_accessor, tf_transform_output, batch,
@@ -282,7 +281,7 @@ def _train_and_eval_data(fn_args: tfx.components.FnArgs, strategy: tf.distribute
             return tf.keras.utils.experimental.DatasetCreator(dataset_fn)
         return creator(fn_args.train_files, None), creator(fn_args.eval_files, None)
 
-    def dataset(files: List[str]) -> tf.data.Dataset:
+    def dataset(files: list[str]) -> tf.data.Dataset:
         options = tf.data.Options()
         # Every worker reads the same shuffled stream (same seed) and keeps its own share of each
         # global batch; sharding by file would need at least as many files as workers.
@@ -293,14 +292,14 @@ def _train_and_eval_data(fn_args: tfx.components.FnArgs, strategy: tf.distribute
     return dataset(fn_args.train_files), dataset(fn_args.eval_files)
 
 
-def _replica_devices(strategy: tf.distribute.Strategy) -> List[str]:
+def _replica_devices(strategy: tf.distribute.Strategy) -> list[str]:
     try:
         return list(strategy.extended.worker_devices)
     except (RuntimeError, NotImplementedError, AttributeError):  # the default strategy
         return []
 
 
-def _weights_fingerprint(weights: List[np.ndarray]) -> str:
+def _weights_fingerprint(weights: list[np.ndarray]) -> str:
     digest = hashlib.sha256()
     for w in weights:
         digest.update(str(w.shape).encode())
@@ -309,7 +308,7 @@ def _weights_fingerprint(weights: List[np.ndarray]) -> str:
 
 
 def _export(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
-            class_names: List[str], serving_model_dir: str, chief: bool) -> None:
+            class_names: list[str], serving_model_dir: str, chief: bool) -> None:
     """Exports the serving SavedModel once: the chief to serving_model_dir. Every other worker of a
     multi-worker strategy saves too (saving can run collective ops that need every worker), into
     a temporary folder that it then removes, as in TF's multi-worker Keras guide."""
@@ -322,7 +321,7 @@ def _export(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
             tf.io.gfile.rmtree(export_dir)
 
 
-def train_and_export(fn_args: tfx.components.FnArgs) -> Dict[str, Any]:
+def train_and_export(fn_args: tfx.components.FnArgs) -> dict[str, Any]:
     """Trains in this process under the configured strategy, exports the model (chief only) and
     writes this task's training summary to <model_run_dir>/training/<task>.json (plus its final
     weights, <task>.weights.npz). pipeline/distributed.py decides which processes call this."""

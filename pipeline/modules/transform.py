@@ -1,15 +1,14 @@
 """Transform's preprocessing_fn: impute, scale and build vocabularies (TFX module file)."""
-from typing import Dict, Union
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from pipeline.modules import features
 
-TensorLike = Union[tf.Tensor, tf.SparseTensor]
+TensorLike = tf.Tensor | tf.SparseTensor
 
 
-def _fill_in_missing(value: TensorLike, default: Union[tf.Tensor, str, float]) -> tf.Tensor:
+def _fill_in_missing(value: TensorLike, default: tf.Tensor | str | float) -> tf.Tensor:
     """Densifies a feature that SchemaGen inferred as optional (a SparseTensor) to shape [batch]."""
     if not isinstance(value, tf.SparseTensor):
         return tf.reshape(value, [-1])
@@ -25,7 +24,7 @@ def _as_float(value: TensorLike) -> TensorLike:
     return tf.cast(value, tf.float32)
 
 
-def preprocessing_fn(inputs: Dict[str, TensorLike]) -> Dict[str, tf.Tensor]:
+def preprocessing_fn(inputs: dict[str, TensorLike]) -> dict[str, tf.Tensor]:
     outputs = {}
     for key in features.NUMERIC_FEATURE_KEYS:
         value = _as_float(inputs[key])

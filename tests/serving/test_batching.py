@@ -12,8 +12,7 @@ from serving.batching import BatchScheduler
 from serving.config import parse_batching_parameters
 from serving.errors import Code, ServingError
 from serving.monitoring import Metrics
-from tests.serving.conftest import export_batch_size, start, stop, write_config
-from tests.serving.test_grpc_api import predict_request
+from tests.support.serving import export_batch_size, predict_request, start, stop, write_config
 
 pytestmark = pytest.mark.timeout(120)
 

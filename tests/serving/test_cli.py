@@ -10,9 +10,7 @@ import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import cli, launcher
-from tests.serving.conftest import start, stop, write_config
-from tests.serving.test_grpc_api import predict_request
-from tests.serving.test_lifecycle import wait_until
+from tests.support.serving import predict_request, start, stop, wait_until, write_config
 
 pytestmark = pytest.mark.timeout(120)
 

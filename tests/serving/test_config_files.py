@@ -66,12 +66,14 @@ def test_invalid_configs(text, message):
 
 
 def test_platform_change_is_refused():
-    old = config.parse_model_server_config('model_config_list { config { name: "a" base_path: "/a" model_type: TENSORFLOW } }')
-    new = config.parse_model_server_config('model_config_list { config { name: "a" base_path: "/a" model_platform: "pt" } }')
+    old = config.parse_model_server_config(
+        'model_config_list { config { name: "a" base_path: "/a" model_type: TENSORFLOW } }')
+    new = config.parse_model_server_config(
+        'model_config_list { config { name: "a" base_path: "/a" model_platform: "pt" } }')
     with pytest.raises(ServingError) as info:
         config.model_entries(new, previous=old)
-    assert "Illegal to change a model's platform. For model a platform was tensorflow and new platform requested is pt" \
-        in info.value.message
+    assert ("Illegal to change a model's platform. For model a platform was tensorflow and new platform "
+            "requested is pt") in info.value.message
 
 
 @pytest.mark.parametrize("policy, found, chosen", [

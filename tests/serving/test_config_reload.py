@@ -6,8 +6,7 @@ import pytest
 from tensorflow_serving.apis import model_management_pb2
 
 from serving.config import parse_model_server_config
-from tests.serving.conftest import start, stop, write_config
-from tests.serving.test_lifecycle import predict_y, statuses, wait_until
+from tests.support.serving import predict_y, start, statuses, stop, wait_until, write_config
 
 pytestmark = pytest.mark.timeout(180)
 

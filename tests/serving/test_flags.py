@@ -5,8 +5,7 @@ import grpc
 import pytest
 import tensorflow as tf
 
-from tests.serving.conftest import start, stop
-from tests.serving.test_grpc_api import classification_request, predict_request
+from tests.support.serving import classification_request, predict_request, start, stop
 
 pytestmark = pytest.mark.timeout(120)
 

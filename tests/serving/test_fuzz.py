@@ -25,7 +25,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tests.serving.test_grpc_api import predict_request
+from tests.support.serving import predict_request
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -86,7 +86,8 @@ bad_rest_requests = st.one_of(
         lambda v: ("POST", f"/v1/models/default/versions/{v}:predict", VALID_BODY.encode())),
     NAME.map(lambda label: ("POST", f"/v1/models/default/labels/{label}:predict", VALID_BODY.encode())),
     NAME.filter(lambda s: s not in SIGNATURES).map(
-        lambda s: ("POST", "/v1/models/default:predict", json.dumps({"signature_name": s, "instances": [1.0]}).encode())),
+        lambda s: ("POST", "/v1/models/default:predict",
+                   json.dumps({"signature_name": s, "instances": [1.0]}).encode())),
     # classify/regress bodies without usable examples
     st.dictionaries(st.sampled_from(["signature_name", "examples", "context"]), JSON, max_size=3).filter(
         lambda d: not isinstance(d.get("examples"), list) or not d.get("examples")).map(
@@ -122,7 +123,7 @@ def names_a_known_model(method: str, data: bytes) -> bool:
         with warnings.catch_warnings():  # protobuf warns about some undecodable inputs
             warnings.simplefilter("ignore")
             message = REQUESTS[method].FromString(data)
-    except Exception:  # noqa: BLE001 - undecodable: certainly not a valid request
+    except Exception:
         return False
     if method.endswith("HandleReloadConfigRequest"):
         return True  # any decodable config could be a legal reload: never send one here

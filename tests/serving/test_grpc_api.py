@@ -17,41 +17,11 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from tests.support.serving import classification_request, example_input, predict_request, regression_request
+
 pytestmark = pytest.mark.timeout(120)
 
 EXAMPLE_X2 = "Cg8KDQoBeBIIEgYKBAAAAEA="  # serialized Example{x: [2.0]} (spec §4.3)
-
-
-def predict_request(name="default", x=(2.0,), shape=(1,), **spec):
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    for key, value in spec.items():
-        if key == "version":
-            request.model_spec.version.value = value
-        else:
-            setattr(request.model_spec, key, value)
-    request.inputs["x"].CopyFrom(tf.make_tensor_proto(list(x), dtype=tf.float32, shape=list(shape)))
-    return request
-
-
-def example_input(request, *xs, feature="x"):
-    for x in xs:
-        request.input.example_list.examples.add().features.feature[feature].float_list.value.append(x)
-    return request
-
-
-def classification_request(name="default", signature="classify_x_to_y", xs=(2.0,)):
-    request = classification_pb2.ClassificationRequest()
-    request.model_spec.name = name
-    request.model_spec.signature_name = signature
-    return example_input(request, *xs)
-
-
-def regression_request(name="default", signature="regress_x_to_y", xs=(2.0,)):
-    request = regression_pb2.RegressionRequest()
-    request.model_spec.name = name
-    request.model_spec.signature_name = signature
-    return example_input(request, *xs)
 
 
 @pytest.fixture
@@ -316,7 +286,8 @@ def test_multi_inference_errors(server):
         (request(("default", "regress_x_to_y", regress), ("", "classify_x_to_y", regress)),
          grpc.StatusCode.INVALID_ARGUMENT, "Found ModelSpec with an empty model name."),
         (request(("default", "regress_x_to_y", regress), ("two_versions", "regress_x_to_y", regress)),
-         grpc.StatusCode.INVALID_ARGUMENT, "All ModelSpecs in a MultiInferenceRequest must access the same model name."),
+         grpc.StatusCode.INVALID_ARGUMENT,
+         "All ModelSpecs in a MultiInferenceRequest must access the same model name."),
         (request(("default", "regress_x_to_y", regress), ("default", "regress_x_to_y", regress)),
          grpc.StatusCode.INVALID_ARGUMENT, "Duplicate evaluation of signature: regress_x_to_y"),
         (request(("default", "nope", regress)),

@@ -45,10 +45,12 @@ def test_deployment_serves_the_configured_models_from_the_claim(manifests):
     assert volumes["config"]["configMap"]["name"] == configmap["metadata"]["name"]
     assert args["--model_config_file"] == f"{mounts['config']}/models.config"
     assert args["--monitoring_config_file"] == f"{mounts['config']}/monitoring.config"
-    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == manifests["PersistentVolumeClaim"]["metadata"]["name"]
+    claim = manifests["PersistentVolumeClaim"]["metadata"]["name"]
+    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == claim
     entries = config.model_entries(config.parse_model_server_config(configmap["data"]["models.config"]))
     assert all(entry.base_path.startswith(mounts["models"] + "/") for entry in entries)
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
 def test_readiness_probe_asks_the_rest_status_of_a_configured_model(manifests):

@@ -38,9 +38,9 @@ def processes_serving(path: str) -> list[psutil.Process]:
 
 def test_without_binary_or_docker_the_embedded_server_is_chosen(bare_path):
     assert launcher.choose_kind()[0] == "embedded"
-    with pytest.raises(launcher.ServerStartError, match="no tensorflow_model_server on PATH"):
+    with pytest.raises(launcher.LaunchError, match="no tensorflow_model_server on PATH"):
         launcher.start_server("m", str(bare_path), kind="binary")
-    with pytest.raises(launcher.ServerStartError, match="no docker command"):
+    with pytest.raises(launcher.LaunchError, match="no docker command"):
         launcher.start_server("m", str(bare_path), kind="docker")
 
 
@@ -72,7 +72,7 @@ def test_embedded_server_ready_and_stopped_cleanly(base_path):
 
 def test_readiness_timeout_names_the_model_and_shows_the_log(tmp_path):
     empty = str(tmp_path / "empty")
-    with pytest.raises(launcher.ServerStartError) as info:
+    with pytest.raises(launcher.LaunchError) as info:
         launcher.start_server("half", empty, kind="embedded", ready_timeout_s=5)
     message = str(info.value)
     assert "did not have a version of model half AVAILABLE" in message
@@ -81,7 +81,7 @@ def test_readiness_timeout_names_the_model_and_shows_the_log(tmp_path):
 
 
 def test_a_server_that_exits_is_reported_with_its_log(tmp_path, base_path):
-    with pytest.raises(launcher.ServerStartError) as info:
+    with pytest.raises(launcher.LaunchError) as info:
         launcher.start_server("half", base_path, kind="embedded",
                               extra_args=[f"--monitoring_config_file={tmp_path}/missing.config"])
     message = str(info.value)

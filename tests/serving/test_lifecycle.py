@@ -11,21 +11,9 @@ import time
 import grpc
 import pytest
 
-from tests.serving.conftest import start, stop, write_config
-from tests.serving.test_grpc_api import predict_request
+from tests.support.serving import predict_request, predict_y, start, statuses, stop, wait_until, write_config
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def wait_until(condition, timeout_s=30.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def publish_atomically(source, base_path, version):
@@ -53,20 +41,6 @@ def copy_slowly(source, target, pause_s=0.3):
             time.sleep(pause_s)
             f.write(data[len(data) // 2:])
         time.sleep(pause_s)
-
-
-def statuses(server, model):
-    response = server.rest.get(f"/v1/models/{model}")
-    if response.status != 200:
-        return {}
-    return {int(s["version"]): (s["state"], s["status"]["error_code"], s["status"]["error_message"])
-            for s in response.json()["model_version_status"]}
-
-
-def predict_y(server, model, version=None):
-    path = f"/v1/models/{model}" + (f"/versions/{version}" if version else "") + ":predict"
-    response = server.rest.post(path, {"instances": [2.0]})
-    return response.json()["predictions"][0] if response.status == 200 else response.status
 
 
 @pytest.fixture(scope="module")

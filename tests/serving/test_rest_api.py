@@ -165,7 +165,8 @@ def test_metadata_of_a_version(rest):
 
 @pytest.mark.parametrize("method, path, body, status, message", [
     # E1-E5: models, versions, labels
-    ("POST", "/v1/models/missing:predict", {"instances": [1.0]}, 404, "Servable not found for request: Latest(missing)"),
+    ("POST", "/v1/models/missing:predict", {"instances": [1.0]}, 404,
+     "Servable not found for request: Latest(missing)"),
     ("POST", "/v1/models/missing:classify", {"examples": [{"x": 1.0}]}, 404,
      "Servable not found for request: Latest(missing)"),
     ("POST", "/v1/models/missing:regress", {"examples": [{"x": 1.0}]}, 404,
@@ -173,7 +174,8 @@ def test_metadata_of_a_version(rest):
     ("GET", "/v1/models/missing/metadata", None, 404, "Servable not found for request: Latest(missing)"),
     ("POST", "/v1/models/default/versions/7:predict", {"instances": [1.0]}, 404,
      "Servable not found for request: Specific(default, 7)"),
-    ("GET", "/v1/models/default/versions/7/metadata", None, 404, "Servable not found for request: Specific(default, 7)"),
+    ("GET", "/v1/models/default/versions/7/metadata", None, 404,
+     "Servable not found for request: Specific(default, 7)"),
     ("GET", "/v1/models/missing", None, 404, "Could not find any versions of model missing"),
     ("GET", "/v1/models/default/versions/7", None, 404, "Could not find version 7 of model default"),
     ("POST", "/v1/models/default/labels/nope:predict", {"instances": [1.0]}, 400,
@@ -194,7 +196,8 @@ def test_metadata_of_a_version(rest):
      "named input: z"),
     ("POST", "/v1/models/default:predict", {"instances": ["x", "y"]}, 400, "not of expected type: float"),
     ("POST", "/v1/models/default:predict", {"instances": [True]}, 400, "Type: True is not of expected type: float"),
-    ("POST", "/v1/models/default:predict", {"instances": [[1.0], [1.0, 2.0]]}, 400, "Expecting tensor size: 1 but got: 2"),
+    ("POST", "/v1/models/default:predict", {"instances": [[1.0], [1.0, 2.0]]}, 400,
+     "Expecting tensor size: 1 but got: 2"),
     ("POST", "/v1/models/default:predict", {"instances": "x"}, 400, "Expecting 'instances' to be an list/array"),
     ("POST", "/v1/models/default:predict", {"instances": []}, 400, "No values in 'instances' array"),
     ("POST", "/v1/models/default:predict", {"signature_name": "nope", "instances": [1.0]}, 400,
@@ -209,7 +212,8 @@ def test_metadata_of_a_version(rest):
     ("GET", "/v1/models", None, 400, "Missing model name in request."),
     ("POST", "/v1/models/default/versions/18446744073709551615:predict", {"instances": [1.0]}, 400,
      "Failed to convert version: 18446744073709551615 to numeric."),
-    ("POST", "/v1/models/default:Predict", {"instances": [1.0]}, 400, "Malformed request: POST /v1/models/default:Predict"),
+    ("POST", "/v1/models/default:Predict", {"instances": [1.0]}, 400,
+     "Malformed request: POST /v1/models/default:Predict"),
     # E20 and classify/regress specifics
     ("POST", "/v1/models/default:classify", {"signature_name": "classify_x_to_y"}, 400,
      "When method is classify, key 'examples' is expected and was not found"),
@@ -233,7 +237,8 @@ def test_errors(rest, method, path, body, status, message):
     ("GET", "/v1/foo"), ("POST", "/v1/foo"), ("POST", "/v1/models"), ("GET", "/v1/models/foo:predict"),
     ("GET", "/v1/models/foo/version/50:predict"), ("POST", "/v1/models/foo/version/50:regress"),
     ("POST", "/v1/models/foo/versions/HELLO:regress"), ("POST", "/v1/models/foo/metadata"),
-    ("POST", "/v1/models/foo/label/some_label:regress"), ("POST", "/v1/models/foo/versions/50/labels/some_label:regress"),
+    ("POST", "/v1/models/foo/label/some_label:regress"), ("POST",
+     "/v1/models/foo/versions/50/labels/some_label:regress"),
     ("POST", "/v1/models/foo/versions/some_label:regress"), ("GET", "/v1/models/debug/model_name"),
     ("GET", "/v1/models/default/"), ("PUT", "/v1/models/default:predict"), ("DELETE", "/v1/models/default"),
     ("PATCH", "/v1/models/default"),
@@ -275,7 +280,9 @@ def test_prometheus_page(rest):
     text = response.body.decode()
     assert "# TYPE" in text  # testPrometheusEndpoint
     assert ':tensorflow:serving:request_count_total{model_name="default",status="OK"}' in text
-    assert ':tensorflow:serving:request_latency_bucket{API="predict",entrypoint="REST",le="10.0",model_name="default"}' in text
-    assert 'tfxsp_serving_requests_total{API="predict",entrypoint="REST",model_name="default",status="NOT_FOUND"}' in text
+    assert (':tensorflow:serving:request_latency_bucket{API="predict",entrypoint="REST",le="10.0",'
+            'model_name="default"}') in text
+    assert ('tfxsp_serving_requests_total{API="predict",entrypoint="REST",model_name="default",'
+            'status="NOT_FOUND"}') in text
     bad = rest.get("/monitoring/prometheus/metrics?x=1")
     assert bad.status == 400 and b"Unexpected path: /monitoring/prometheus/metrics?x=1" in bad.body

@@ -30,7 +30,8 @@ def test_parse_accepts_nan_infinity_and_trailing_bytes():
     doc = tensor_codec.parse_json_object(b'{"instances": [NaN, Infinity, -Infinity, Inf, -Inf]}X')
     assert np.isnan(doc["instances"][0])
     assert doc["instances"][1:] == [np.inf, -np.inf, np.inf, -np.inf]
-    assert tensor_codec.parse_json_object(b'{"instances": [[1,2],[3,4],[5,6]]}X') == {"instances": [[1, 2], [3, 4], [5, 6]]}
+    parsed = tensor_codec.parse_json_object(b'{"instances": [[1,2],[3,4],[5,6]]}X')
+    assert parsed == {"instances": [[1, 2], [3, 4], [5, 6]]}
 
 
 @pytest.mark.parametrize("body, message", [
@@ -85,22 +86,29 @@ def test_bool_tokens_are_checked_even_when_numpy_would_accept_them():
     ({"instances": [[1.0], [1.0, 2.0]]}, FLOAT, "Expecting tensor size: 1 but got: 2"),
     ({"instances": [[1.0, 2.0], [[1.0], [2.0]]]}, FLOAT, "Expecting shape [2] but got: [2,1]"),
     ({"instances": [[1.0, [2.0]]]}, FLOAT, "Encountered list at unexpected level: 1 expected < 1"),
-    ({"instances": [[[1.0], 2.0]]}, FLOAT, "JSON Value: 2.0 found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
-    ({"instances": [[[1.0], [2.0, 3.0]]]}, FLOAT, "Encountered list at unexpected size: 2 at level: 1 expected size: 1"),
+    ({"instances": [[[1.0], 2.0]]}, FLOAT,
+     "JSON Value: 2.0 found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
+    ({"instances": [[[1.0], [2.0, 3.0]]]}, FLOAT,
+     "Encountered list at unexpected size: 2 at level: 1 expected size: 1"),
     ({"instances": [{"z": 1.0}]}, FLOAT,
-     "Failed to process element: 0 key: z of 'instances' list. Error: INVALID_ARGUMENT: JSON object: does not have named input: z"),
+     "Failed to process element: 0 key: z of 'instances' list. Error: INVALID_ARGUMENT: JSON object: does not "
+     "have named input: z"),
     ({"instances": [{"x": 1.0}, 2.0]}, FLOAT, "Expecting object but got list at item 1 of input list"),
     ({"instances": [2.0, {"x": 1.0}]}, FLOAT, "Expecting value/list but got object at item 1 of input list"),
     ({"instances": [1.0]}, {"a": types_pb2.DT_FLOAT, "b": types_pb2.DT_FLOAT},
-     "instances is a plain list, but expecting list of objects as multiple input tensors required as per tensorinfo_map"),
+     "instances is a plain list, but expecting list of objects as multiple input tensors required as per "
+     "tensorinfo_map"),
     ({"instances": [{"a": 1.0}]}, {"a": types_pb2.DT_FLOAT, "b": types_pb2.DT_FLOAT}, "keys must be equal to: a,b"),
     ({"inputs": [1.0]}, {"a": types_pb2.DT_FLOAT, "b": types_pb2.DT_FLOAT}, "inputs is a plain value/list"),
-    ({"inputs": {"a": 1.0}}, {"a": types_pb2.DT_FLOAT, "b": types_pb2.DT_FLOAT}, "Missing named input: b in 'inputs' object."),
+    ({"inputs": {"a": 1.0}}, {"a": types_pb2.DT_FLOAT, "b": types_pb2.DT_FLOAT},
+     "Missing named input: b in 'inputs' object."),
     ({"instances": [{"b64": "!!"}]}, {"x": types_pb2.DT_STRING}, "Unable to base64 decode"),
-    ({"inputs": [{"b64": 1}]}, {"x": types_pb2.DT_STRING}, 'JSON Value: {\n    "b64": 1\n} not formatted correctly for base64 data'),
+    ({"inputs": [{"b64": 1}]}, {"x": types_pb2.DT_STRING},
+     'JSON Value: {\n    "b64": 1\n} not formatted correctly for base64 data'),
     ({"instances": 1.0}, FLOAT, "Expecting 'instances' to be an list/array"),
     ({"instances": []}, FLOAT, "No values in 'instances' array"),
-    ({"instances": [1.0], "inputs": [1.0]}, FLOAT, "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist"),
+    ({"instances": [1.0], "inputs": [1.0]}, FLOAT,
+     "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist"),
     ({"signature_name": "x"}, FLOAT, "Missing 'inputs' or 'instances' key"),
 ])
 def test_predict_input_errors(doc, dtypes, message):

@@ -1,0 +1,235 @@
+"""Serving test helpers: test models built on the fly, real servers, plain clients, request builders.
+
+Servers are the real thing: ``python -m serving`` started through ``serving.launcher`` on free loopback ports,
+talked to with ``http.client`` and the official ``tensorflow_serving.apis`` stubs. Fixtures that use these live in
+tests/serving/conftest.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import os
+import textwrap
+import time
+
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    classification_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from serving import launcher
+
+GRPC_OPTIONS = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1)]
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+class Spin(tf.Module):
+    """A model that busy-waits ``x`` seconds (max over x) and returns ``x``: requests that time out."""
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=None, dtype=tf.float32, name="x")])
+    def spin(self, x):
+        start = tf.timestamp()
+        seconds = tf.cast(tf.reduce_max(x), tf.float64)
+        end = tf.while_loop(lambda t: t < start + seconds, lambda t: tf.timestamp(), [start])[0]
+        return {"y": x + tf.cast(end - end, tf.float32)}
+
+
+def export_spin(base_path: str, version: int = 1) -> str:
+    model = Spin()
+    path = os.path.join(base_path, str(version))
+    tf.saved_model.save(model, path, signatures={"serving_default": model.spin})
+    return path
+
+
+class StaticShape(tf.Module):
+    """half plus two with the official TF1 model's declared input shape [-1, 1]."""
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None, 1], dtype=tf.float32, name="x")])
+    def predict(self, x):
+        return {"y": 0.5 * x + 2.0}
+
+
+def export_static_shape(base_path: str, version: int = 1) -> str:
+    model = StaticShape()
+    path = os.path.join(base_path, str(version))
+    tf.saved_model.save(model, path, signatures={"serving_default": model.predict})
+    return path
+
+
+class BatchSize(tf.Module):
+    """Answers, for every row of ``x``, how many rows the model was called with (shows batching)."""
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=None, dtype=tf.float32, name="x")])
+    def rows(self, x):
+        return {"y": tf.zeros_like(x) + tf.cast(tf.shape(x)[0], tf.float32)}
+
+
+def export_batch_size(base_path: str, version: int = 1) -> str:
+    model = BatchSize()
+    path = os.path.join(base_path, str(version))
+    tf.saved_model.save(model, path, signatures={"serving_default": model.rows})
+    return path
+
+
+# ------------------------------------------------------------------------------------------ clients
+
+
+@dataclasses.dataclass
+class Response:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def error(self) -> str:
+        return self.json()["error"]
+
+
+class Rest:
+    """A plain HTTP client (http.client): any method, any raw path, any body."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+
+    def request(self, method: str, path: str, body: bytes | str | dict | None = None,
+                headers: dict[str, str] | None = None, timeout: float = 30) -> Response:
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return Response(response.status, response.read(), {k.lower(): v for k, v in response.getheaders()})
+        finally:
+            connection.close()
+
+    def get(self, path: str, **kwargs) -> Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, body=None, **kwargs) -> Response:
+        return self.request("POST", path, body, **kwargs)
+
+
+@dataclasses.dataclass
+class Server:
+    handle: launcher.ServerHandle
+    rest: Rest
+    channel: grpc.Channel
+
+    @property
+    def predictions(self) -> prediction_service_pb2_grpc.PredictionServiceStub:
+        return prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+
+    @property
+    def models(self) -> model_service_pb2_grpc.ModelServiceStub:
+        return model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+    def raw_grpc(self, method: str):
+        """A method taking and returning raw bytes (for requests the stubs cannot express)."""
+        return self.channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+
+
+def start(model_name: str, base_path: str, *extra_args: str, ready_timeout_s: float = 60, **kwargs) -> Server:
+    handle = launcher.start_server(model_name, base_path, kind="embedded", poll_wait_s=kwargs.pop("poll_wait_s", 0.2),
+                                   extra_args=extra_args, ready_timeout_s=ready_timeout_s, **kwargs)
+    channel = grpc.insecure_channel(handle.grpc_target, options=GRPC_OPTIONS)
+    return Server(handle, Rest(handle.host, handle.rest_port), channel)
+
+
+def stop(server: Server) -> None:
+    server.channel.close()
+    assert server.handle.stop() == 0, server.handle.log_tail()
+
+
+def write_config(path, models: list[dict]) -> str:
+    """A text-format ModelServerConfig; each model: name, base_path, optional policy / labels text."""
+    entries = []
+    for model in models:
+        extra = model.get("extra", "")
+        entries.append(textwrap.dedent(f"""\
+            config {{
+              name: "{model['name']}"
+              base_path: "{model['base_path']}"
+              model_platform: "tensorflow"
+              {extra}
+            }}"""))
+    text = "model_config_list {\n" + "\n".join(entries) + "\n}\n"
+    with open(path, "w") as f:
+        f.write(text)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------- requests
+
+
+def predict_request(name="default", x=(2.0,), shape=(1,), **spec):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    for key, value in spec.items():
+        if key == "version":
+            request.model_spec.version.value = value
+        else:
+            setattr(request.model_spec, key, value)
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(list(x), dtype=tf.float32, shape=list(shape)))
+    return request
+
+
+def example_input(request, *xs, feature="x"):
+    for x in xs:
+        request.input.example_list.examples.add().features.feature[feature].float_list.value.append(x)
+    return request
+
+
+def classification_request(name="default", signature="classify_x_to_y", xs=(2.0,)):
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = name
+    request.model_spec.signature_name = signature
+    return example_input(request, *xs)
+
+
+def regression_request(name="default", signature="regress_x_to_y", xs=(2.0,)):
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name = name
+    request.model_spec.signature_name = signature
+    return example_input(request, *xs)
+
+
+# --------------------------------------------------------------------------------------- waiting
+
+
+def wait_until(condition, timeout_s=30.0, what="condition"):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def statuses(server, model):
+    response = server.rest.get(f"/v1/models/{model}")
+    if response.status != 200:
+        return {}
+    return {int(s["version"]): (s["state"], s["status"]["error_code"], s["status"]["error_message"])
+            for s in response.json()["model_version_status"]}
+
+
+def predict_y(server, model, version=None):
+    path = f"/v1/models/{model}" + (f"/versions/{version}" if version else "") + ":predict"
+    response = server.rest.post(path, {"instances": [2.0]})
+    return response.json()["predictions"][0] if response.status == 200 else response.status
