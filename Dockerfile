@@ -13,7 +13,7 @@ ENV TF_USE_LEGACY_KERAS=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
-# Must equal IMAGE_SOURCE_DIR in pipeline/kubeflow_runner.py: the compiled pipeline names the module
+# Must equal IMAGE_SOURCE_DIR in pipeline/runners/kubeflow.py: the compiled pipeline names the module
 # files (pipeline/modules/*.py) and the default data folder by their paths under it.
 WORKDIR /opt/tfx-serving-pipeline
 

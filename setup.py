@@ -8,7 +8,7 @@ setup(
     python_requires=">=3.9,<3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
                                     "serving", "serving.*"]),
-    package_data={"serving": ["k8s/*.yaml"]},
+    package_data={"serving": ["k8s/*.yaml"], "pipeline.metadata.render": ["templates/*.html"]},
     # The exact, tested resolution is requirements/lock.txt; these are the direct dependencies.
     install_requires=[
         "tfx==1.16.0",
@@ -27,5 +27,5 @@ setup(
         "rich==15.0.0",
         "prometheus-client==0.26.0",
     ],
-    entry_points={"console_scripts": ["tfxsp=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["tfxsp=pipeline.cli.main:main"]},
 )

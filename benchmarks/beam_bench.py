@@ -6,7 +6,7 @@ in-memory DirectRunner (`direct`) and the multi-processing one (`direct-multipro
 The data is data/generate_synthetic.py's, FACTOR times the 344 penguin rows (34,400 by default),
 written to a scratch folder. Each runner gets one cold `tfxsp run` (a fresh pipeline root, so every
 component executes; serving validation off) as a user would start it, and the per-component
-durations are read back from ML Metadata with pipeline/run_report.py: an execution's duration is
+durations are read back from ML Metadata with pipeline/metadata/report.py: an execution's duration is
 from its registration to its publication, so it includes TFX's own driver and publisher work, not
 only the Beam job. Examples/s = the rows each component processes / that duration: every row for
 ExampleGen (read and split) and StatisticsGen (both splits); for Transform, the train split that it
@@ -47,7 +47,9 @@ def run_pipeline(workdir: Path, data_dir: Path, runner: str, workers: int) -> di
                  f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
     from pipeline.config import load_config
-    from pipeline.run_report import collect, latest_run_id, open_store
+    from pipeline.metadata.report import collect
+    from pipeline.metadata.runs import latest_run_id
+    from pipeline.metadata.store import open_store
     config = load_config(overrides, environ={})
     store = open_store(config.metadata_connection_config())
     report = collect(store, latest_run_id(store, config.pipeline_name))

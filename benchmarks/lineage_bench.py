@@ -17,7 +17,7 @@ version. The newest versions get a folder in the model base path, so `served` re
 Reported: the wall time of the commands as a user runs them (a new process each time: Python
 start and imports included; `tfxsp --help` gives that floor), the time of the same queries in
 process, and how many MLMD calls each makes, beside the one-call-per-execution way that
-run_report used before (get_contexts_by_execution and get_events_by_execution_ids per execution).
+the run report used before (get_contexts_by_execution and get_events_by_execution_ids per execution).
 """
 from __future__ import annotations
 
@@ -39,8 +39,11 @@ sys.path.insert(0, str(REPO))
 from ml_metadata import metadata_store  # noqa: E402
 from ml_metadata.proto import metadata_store_pb2 as mlmd  # noqa: E402
 
-from pipeline import lineage, run_report  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
+from pipeline.metadata import artifacts, executions, lineage, models  # noqa: E402
+from pipeline.metadata import runs as runs_api  # noqa: E402
+from pipeline.metadata.properties import event_keys  # noqa: E402
+from pipeline.metadata.store import open_store  # noqa: E402
 
 TFXSP = str(Path(sys.executable).with_name("tfxsp"))
 # Nodes that run again in every run although the data did not change: the Resolver finds a newer
@@ -62,8 +65,8 @@ class Template:
         store = metadata_store.MetadataStore(config)
         [pipeline] = store.get_contexts_by_type("pipeline")
         self.pipeline_name = pipeline.name
-        run = run_report.pipeline_runs(store, pipeline.name)[0]
-        self.nodes = run_report.node_results(store, [run])[run.id]
+        run = runs_api.pipeline_runs(store, pipeline.name)[0]
+        self.nodes = executions.node_results(store, [run])[run.id]
         ids = [n.execution_id for n in self.nodes]
         self.executions = {e.id: e for e in store.get_executions_by_id(ids)}
         self.events = store.get_events_by_execution_ids(ids)
@@ -74,7 +77,7 @@ class Template:
         self.context_types = store.get_context_types()
         # artifact id -> (node id, output key) of the execution that wrote it
         node_of = {n.execution_id: n.node_id for n in self.nodes}
-        self.source = {e.artifact_id: (node_of[e.execution_id], lineage.event_keys(e)[0])
+        self.source = {e.artifact_id: (node_of[e.execution_id], event_keys(e)[0])
                        for e in self.events if e.type == mlmd.Event.OUTPUT}
 
 
@@ -155,7 +158,7 @@ class Replayer:
                 if event.execution_id == node.execution_id and event.type == mlmd.Event.INPUT:
                     source = self.t.source.get(event.artifact_id)
                     if source in produced:
-                        inputs.setdefault(produced[source], []).extend(lineage.event_keys(event))
+                        inputs.setdefault(produced[source], []).extend(event_keys(event))
             if component == "Evaluator" and self.blessed:
                 inputs.setdefault(self.blessed[0], []).append("baseline_model")
             for artifact_id, keys in inputs.items():
@@ -164,7 +167,7 @@ class Replayer:
                        if e.execution_id == node.execution_id and e.type == mlmd.Event.OUTPUT]
             fresh = []
             for event in outputs:
-                key = lineage.event_keys(event)[0]
+                key = event_keys(event)[0]
                 event_out = self._event(mlmd.Event.OUTPUT, [key])
                 if cached:
                     pairs.append(self._existing(self.latest[(node.node_id, key)], event_out))
@@ -182,7 +185,7 @@ class Replayer:
                 execution, pairs, contexts, reuse_context_if_already_exist=True)
             for (_, event), artifact_id in zip(pairs, artifact_ids):
                 if event.type == mlmd.Event.OUTPUT:
-                    key = lineage.event_keys(event)[0]
+                    key = event_keys(event)[0]
                     produced[(node.node_id, key)] = artifact_id
                     if key in fresh:
                         self.latest[(node.node_id, key)] = artifact_id
@@ -305,9 +308,9 @@ def main() -> None:
         config, template = build_store(template_path, workdir / "store", args.runs,
                                        args.change_every)
         build_s = time.perf_counter() - start
-        store = lineage.open_store(config.metadata_connection_config())
+        store = open_store(config.metadata_connection_config())
         executions = store.get_executions()
-        counts = {"runs": len(run_report.pipeline_runs(store, config.pipeline_name)),
+        counts = {"runs": len(runs_api.pipeline_runs(store, config.pipeline_name)),
                   "executions": len(executions), "artifacts": len(store.get_artifacts()),
                   "events": len(store.get_events_by_execution_ids([e.id for e in executions]))}
         print(f"Store: {config.metadata_path}\n  {counts['runs']} runs, {counts['executions']} "
@@ -316,15 +319,15 @@ def main() -> None:
               f"{len(template.nodes)} nodes per run)")
 
         def served_trace(s=store):
-            artifact, label = lineage.resolve_target(s, "served", config)
+            artifact, label = lineage.resolve_target(s, "served", config.serving_model_dir)
             return lineage.trace(s, artifact.id, description=label)
         trace = served_trace()
         queries = {
-            "runs list (newest 20)": lambda s: lineage.list_runs(s, config.pipeline_name, 20),
-            "runs list (all runs)": lambda s: lineage.list_runs(s, config.pipeline_name),
+            "runs list (newest 20)": lambda s: runs_api.list_runs(s, config.pipeline_name, 20),
+            "runs list (all runs)": lambda s: runs_api.list_runs(s, config.pipeline_name),
             "lineage served": served_trace,
-            "models": lambda s: lineage.list_models(s, config),
-            "artifacts --type Model": lambda s: lineage.list_artifacts(s, "Model", None),
+            "models": lambda s: models.list_models(s, config.serving_model_dir),
+            "artifacts --type Model": lambda s: artifacts.list_artifacts(s, "Model", None),
             "unbatched runs list (all, before)": lambda s: unbatched_runs_list(
                 s, config.pipeline_name),
         }

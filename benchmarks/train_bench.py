@@ -4,7 +4,7 @@
                                                [--pipeline-root DIR] [--out results.json]
 
 Each configuration trains the penguin model with TFX's own Trainer executor and the project's
-run_fn (tests/trainer_driver.py), in a fresh process, on the Transform output of one real pipeline
+run_fn (tools/trainer_driver.py), in a fresh process, on the Transform output of one real pipeline
 run (made first in a scratch folder unless --pipeline-root names one). The figure is the Trainer's
 own count: examples per second over every epoch but the first (which includes tracing and, for the
 cluster strategies, the cluster's start), from its training summary; "all epochs" is the figure
@@ -14,7 +14,7 @@ ratio 2 workers / 1 worker is reported; parameter_server with 1 and 2 workers an
 strategy needs a TPU and is not measured.
 
 Processes that start TensorFlow servers run in a network namespace of their own where available
-(pipeline.distributed.isolated_network_argv), so those servers are reachable over loopback only.
+(pipeline.training.network.isolated_argv), so those servers are reachable over loopback only.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.distributed import isolated_network_argv  # noqa: E402
+from pipeline.training.network import isolated_argv  # noqa: E402
 
 CONFIGS = [  # (label, strategy, settings)
     ("default", "default", {}),
@@ -59,7 +59,7 @@ def _run(argv: list[str], cwd: Path) -> None:
 
 def _pipeline(workdir: Path) -> str:
     """The real pipeline up to Transform; returns its pipeline root."""
-    _run([sys.executable, "-m", "tests.trainer_driver", "pipeline", "--tfx-root",
+    _run([sys.executable, "-m", "tools.trainer_driver", "pipeline", "--tfx-root",
           str(workdir / "runs"), "--to-node", "Transform",
           f"--set=data_root={REPO / 'data' / 'penguins'}"], workdir)
     return str(workdir / "runs" / "pipelines" / "penguin_serving")
@@ -69,11 +69,11 @@ def _train(pipeline_root: str, strategy: str, settings: dict[str, str], steps: i
            workdir: Path) -> dict:
     out = Path(tempfile.mkdtemp(prefix="train-", dir=workdir))
     sets = {"train_steps": str(steps), "epochs": str(epochs), **settings}
-    argv = [sys.executable, "-m", "tests.trainer_driver", "train", "--pipeline-root",
+    argv = [sys.executable, "-m", "tools.trainer_driver", "train", "--pipeline-root",
             pipeline_root, "--out", str(out), "--strategies", strategy,
             *[f"--set={k}={v}" for k, v in sets.items()]]
     start = time.monotonic()
-    _run(isolated_network_argv(argv) if strategy in CLUSTER else argv, workdir)
+    _run(isolated_argv(argv) if strategy in CLUSTER else argv, workdir)
     wall = time.monotonic() - start
     training = out / strategy / "model_run" / "training"
     chief = "worker-0" if strategy == "multi_worker_mirrored" else "chief-0"

@@ -70,7 +70,7 @@ class PipelineConfig:
 
     # --- Training ---
     strategy: str = "default"
-    # Local forms of the distributed strategies (see README "Distributed training"):
+    # Local forms of the distributed strategies (see docs/distributed-training.md):
     cpu_replicas: int = 2  # mirrored, central_storage on a machine without GPUs: logical CPUs
     workers: int = 2  # multi_worker_mirrored, parameter_server without TF_CONFIG: worker processes
     parameter_servers: int = 1  # parameter_server without TF_CONFIG: parameter server processes

@@ -4,59 +4,20 @@
                \\-> Transform -> Trainer -> Evaluator (vs. the latest blessed model) -> Pusher
                                                                    -> ServingValidator
 """
+from __future__ import annotations
+
 import os
 from typing import Any
 
-import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from components.serving_validation import ServingValidator
-from pipeline.modules import features
+from pipeline import code_fingerprint, evaluation
 
 MODULES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules")
 TRANSFORM_MODULE_FILE = os.path.join(MODULES_DIR, "transform.py")
 TRAINER_MODULE_FILE = os.path.join(MODULES_DIR, "trainer.py")
-
-# TFMA's name for the accuracy metric that the thresholds apply to.
-ACCURACY_METRIC = "sparse_categorical_accuracy"
-
-
-def eval_config(min_accuracy: float, max_accuracy_drop: float) -> tfma.EvalConfig:
-    """Accuracy overall and per species and island; blessing needs both thresholds to hold on
-    the overall accuracy."""
-    return tfma.EvalConfig(
-        model_specs=[
-            tfma.ModelSpec(
-                signature_name="serving_default",
-                prediction_key="probabilities",
-                # The label is the Transform's integer species id, from the transform_features
-                # signature that the Trainer exports.
-                label_key=features.transformed_name(features.LABEL_KEY),
-                preprocessing_function_names=["transform_features"])
-        ],
-        slicing_specs=[
-            tfma.SlicingSpec(),
-            tfma.SlicingSpec(feature_keys=[features.LABEL_KEY]),
-            tfma.SlicingSpec(feature_keys=["island"]),
-        ],
-        metrics_specs=[
-            tfma.MetricsSpec(metrics=[
-                tfma.MetricConfig(class_name="ExampleCount"),
-                tfma.MetricConfig(
-                    class_name="SparseCategoricalAccuracy",
-                    # Gate on the overall slice only: per-slice accuracies are reported, but a
-                    # slice of twenty penguins is too small to block a release on.
-                    per_slice_thresholds=[tfma.PerSliceMetricThreshold(
-                        slicing_specs=[tfma.SlicingSpec()],
-                        threshold=tfma.MetricThreshold(
-                            value_threshold=tfma.GenericValueThreshold(
-                                lower_bound={"value": min_accuracy}),
-                            change_threshold=tfma.GenericChangeThreshold(
-                                direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                                absolute={"value": -max_accuracy_drop})))]),
-            ])
-        ])
 
 
 def create_pipeline(
@@ -107,7 +68,9 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
-        custom_config=custom_config)
+        # The fingerprint puts the training launcher's code, which TFX does not hash, into the cache key.
+        custom_config={**custom_config,
+                       "code_fingerprint": code_fingerprint.fingerprint(code_fingerprint.TRAINER_CODE)})
 
     # The baseline for the change threshold: the newest model that was blessed before.
     model_resolver = tfx.dsl.Resolver(
@@ -120,7 +83,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"] if model_resolver else None,
-        eval_config=eval_config(min_accuracy, max_accuracy_drop))
+        eval_config=evaluation.eval_config(min_accuracy, max_accuracy_drop))
 
     # Pushes only when the Evaluator blessed the model.
     pusher = tfx.components.Pusher(
@@ -138,6 +101,7 @@ def create_pipeline(
             model=trainer.outputs["model"],
             examples=example_gen.outputs["examples"],
             signature_names=["serving_default", "serving_raw"],
+            code_fingerprint=code_fingerprint.fingerprint(code_fingerprint.SERVING_VALIDATOR_CODE),
             **serving_validation))
 
     return tfx.dsl.Pipeline(

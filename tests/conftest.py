@@ -1,16 +1,9 @@
 """Session fixtures: one real pipeline run that several test modules build on."""
-import socket
-
 import pytest
 
 from pipeline.config import load_config
-from tests.helpers import PENGUINS_DIR, run_tfxsp
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.paths import PENGUINS_DIR
+from tests.support.processes import free_port, run_tfxsp
 
 
 class PipelineRuns:

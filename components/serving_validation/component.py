@@ -23,6 +23,8 @@ class ServingValidatorSpec(types.ComponentSpec):
         "max_p50_ms": ExecutionParameter(type=float),
         "max_p99_ms": ExecutionParameter(type=float),
         "rollback": ExecutionParameter(type=int),
+        # A hash of the code the executor runs (pipeline/code_fingerprint.py), so that an edit to it re-runs it.
+        "code_fingerprint": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         "pushed_model": ChannelParameter(type=standard_artifacts.PushedModel),
@@ -56,13 +58,14 @@ class ServingValidator(base_component.BaseComponent):
                  latency_requests: int = 50,
                  max_p50_ms: float = 100.0,
                  max_p99_ms: float = 500.0,
-                 rollback: bool = True):
+                 rollback: bool = True,
+                 code_fingerprint: str = ""):
         spec = ServingValidatorSpec(
             pushed_model=pushed_model, model=model, examples=examples,
             model_name=model_name, rest_url=rest_url, grpc_target=grpc_target,
             signature_names=signature_names or ["serving_default"],
             num_examples=num_examples, load_deadline_s=load_deadline_s, tolerance=tolerance,
             latency_requests=latency_requests, max_p50_ms=max_p50_ms, max_p99_ms=max_p99_ms,
-            rollback=int(rollback),
+            rollback=int(rollback), code_fingerprint=code_fingerprint,
             validation=types.Channel(type=ServingValidation))
         super().__init__(spec=spec)

@@ -28,7 +28,7 @@ class Executor(base_executor.BaseExecutor):
         pushed_model = artifact_utils.get_single_instance(input_dict["pushed_model"])
         validation = artifact_utils.get_single_instance(output_dict["validation"])
         if not pushed_model.get_int_custom_property("pushed"):
-            _record(validation, {"state": SKIPPED, "reason": "skipped: not pushed"})
+            _record(validation, {"outcome": SKIPPED, "reason": "skipped: not pushed"})
             logging.info("Serving validation skipped: Pusher did not push.")
             return
 
@@ -39,7 +39,7 @@ class Executor(base_executor.BaseExecutor):
             model=artifact_utils.get_single_instance(input_dict["model"]),
             examples=artifact_utils.get_single_instance(input_dict["examples"]),
             params=exec_properties)
-        if report["state"] == FAILED:
+        if report["outcome"] == FAILED:
             logging.error("Serving validation FAILED: %s", report["reason"])
             if exec_properties["rollback"]:
                 report["rollback"] = roll_back(destination, version, exec_properties)
@@ -48,7 +48,7 @@ class Executor(base_executor.BaseExecutor):
 
 def validate(version: int, model: Artifact, examples: Artifact,
              params: dict[str, Any]) -> dict[str, Any]:
-    """Runs every check against the live server; returns the report (state passed or failed)."""
+    """Runs every check against the live server; returns the report (outcome passed or failed)."""
     client = probes.ServingClient(params["model_name"], params["rest_url"], params["grpc_target"])
     report: dict[str, Any] = {"probed_version": version, "model_name": params["model_name"],
                               "rest_url": params["rest_url"], "grpc_target": params["grpc_target"],
@@ -64,11 +64,11 @@ def validate(version: int, model: Artifact, examples: Artifact,
             report["checks"] += probes.check_predictions(client, version, probe,
                                                          params["tolerance"])
         report["latency"] = _measure_latency(client, version, probe_inputs[0], params)
-        report.update(state=PASSED, reason="all checks passed")
+        report.update(outcome=PASSED, reason="all checks passed")
     except probes.ProbeFailure as failure:
         report["checks"].append({"check": failure.check, "endpoint": failure.endpoint,
                                  "ok": False, "detail": failure.detail})
-        report.update(state=FAILED, reason=str(failure))
+        report.update(outcome=FAILED, reason=str(failure))
     finally:
         client.close()
     return report
@@ -128,8 +128,8 @@ def _record(validation: Artifact, report: dict[str, Any]) -> None:
     os.makedirs(validation.uri, exist_ok=True)
     with open(os.path.join(validation.uri, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2, sort_keys=True)
-    validation.set_string_custom_property("outcome", report["state"])
-    validation.set_int_custom_property("blessed", int(report["state"] == PASSED))
+    validation.set_string_custom_property("outcome", report["outcome"])
+    validation.set_int_custom_property("blessed", int(report["outcome"] == PASSED))
     validation.set_string_custom_property("reason", report["reason"])
     if "probed_version" in report:
         validation.set_int_custom_property("probed_version", report["probed_version"])

@@ -1,4 +1,7 @@
-"""The penguin dataset's columns as the Transform and Trainer modules see them.
+"""The dataset contract: the penguin dataset's columns and what the pipeline does with each (TFX module file).
+
+Every part of the project that names a column reads it here: Transform and Trainer, the Evaluator's slices
+(pipeline/evaluation.py), the input checks (pipeline/cli/preflight.py), the example row of the run summary.
 
 This folder holds only the module files that TFX packages for Transform and Trainer (TFX hashes
 every .py file here, so an edit to any of them re-runs those components instead of reusing cache).
@@ -23,6 +26,13 @@ UNUSED_KEYS = ["year"]
 
 CSV_COLUMNS = [LABEL_KEY, "island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm",
                "body_mass_g", "sex", "year"]
+
+# Columns the Evaluator also slices the metrics by (besides the label).
+SLICE_KEYS = ["island"]
+
+# A penguin from the dataset, as plain JSON for the raw-feature signature (the run summary's curl example).
+EXAMPLE_ROW = {"island": "Biscoe", "sex": "female", "bill_length_mm": 46.5, "bill_depth_mm": 14.8,
+               "flipper_length_mm": 217.0, "body_mass_g": 5200.0}
 
 
 def transformed_name(key: str) -> str:

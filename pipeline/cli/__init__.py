@@ -1,0 +1,1 @@
+"""The `tfxsp` command line (pipeline/cli/main.py: the group and its commands)."""

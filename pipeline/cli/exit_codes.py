@@ -1,0 +1,22 @@
+"""The exit codes of every `tfxsp` command: one table, documented once (README "Exit codes").
+
+`tfxsp serve` is the exception: it runs the model server in the foreground and exits as tensorflow_model_server
+does (0 after a clean stop, 255 when it cannot start).
+"""
+OK = 0
+FAILED = 1  # a pipeline component failed, or a Kubeflow run ended FAILED, CANCELED or SKIPPED
+BAD_INPUT = 2  # bad configuration, input or arguments: nothing was run, pushed or sent
+NOT_BLESSED = 3  # the Evaluator did not bless the model, so nothing was pushed
+NOT_SERVED = 4  # the serving validation failed (the pushed version was rolled back unless probe_rollback=false)
+UNREACHABLE = 5  # a service the command needs did not answer, refused, or rejected a request (Kubeflow Pipelines)
+TIMED_OUT = 6  # --wait gave up while the Kubeflow run was still going (the run goes on)
+
+TABLE = {
+    OK: "success",
+    FAILED: "a pipeline component failed, or the Kubeflow run ended FAILED, CANCELED or SKIPPED",
+    BAD_INPUT: "bad configuration, input or arguments: nothing was run, pushed or sent",
+    NOT_BLESSED: "the model was not blessed, so nothing was pushed",
+    NOT_SERVED: "the serving validation failed: the pushed version was rolled back (unless probe_rollback=false)",
+    UNREACHABLE: "Kubeflow Pipelines did not answer, refused, or rejected a request",
+    TIMED_OUT: "--wait gave up while the Kubeflow run was still going",
+}

@@ -1,0 +1,58 @@
+"""`tfxsp models`: pushed model versions, their blessing, metrics and serving validation, and which one is served."""
+from __future__ import annotations
+
+import click
+
+from pipeline.cli import console
+from pipeline.cli.options import echo_json, guarded, metadata_options, open_metadata
+from pipeline.cli.tables import Column, e, fitted_table, short, styled, yes_no
+
+
+@click.command()
+@metadata_options()
+@click.option("--all", "include_unpushed", is_flag=True,
+              help="Also the Pusher outputs that were not pushed (model not blessed).")
+@click.option("--no-metrics", is_flag=True, help="Do not read the evaluation metrics.")
+def models(set_items: tuple[str, ...], metadata_url: str | None,
+           output_format: str | None, include_unpushed: bool, no_metrics: bool) -> None:
+    """Pushed model versions, newest first: blessing, eval metrics, serving validation, and
+    which version TF Serving serves from the model base path."""
+    from pipeline import evaluation
+    from pipeline.metadata import models as api
+    output_format = output_format or "table"
+    config, store, where = open_metadata(set_items, metadata_url)
+    found = guarded(lambda: api.list_models(store, config.serving_model_dir, include_unpushed=include_unpushed,
+                                                 with_metrics=not no_metrics))
+    if output_format == "json":
+        echo_json({"store": where, "model_base_path": config.serving_model_dir,
+                    "served_version": api.served_version(config.serving_model_dir),
+                    "models": [m.to_dict() for m in found]})
+        return
+    validated = any(m.serving_validation for m in found)
+    columns = [Column("Version"), Column("Served"), Column("Pushed", drop=3), Column("Blessed"),
+               Column("Accuracy"), Column("Examples", drop=2),
+               *([Column("Serving validation", wrap=True, drop=5)] if validated else []),
+               Column("Model", drop=4), Column("Run", drop=1)]
+    rows = []
+    for m in found:
+        overall = m.metrics.get("Overall", {})
+        accuracy = overall.get(evaluation.ACCURACY_METRIC)
+        examples = overall.get(evaluation.EXAMPLE_COUNT_METRIC)
+        served = "[bold green]served[/]" if m.served else (
+            "present" if m.present else "[dim]gone[/]" if m.pushed else "")
+        row = [e(m.version or ""), served, yes_no(m.pushed), yes_no(m.blessed),
+               f"{accuracy:.3f}" if accuracy is not None else "",
+               f"{examples:.0f}" if examples is not None else ""]
+        if validated:
+            validation = m.serving_validation or {}
+            outcome = validation.get("outcome") or (
+                None if not validation else ("passed" if validation.get("blessed") else "failed"))
+            row.append(styled(outcome) + (f" {e(short(validation.get('reason', ''), 50))}"
+                                           if outcome == "failed" else ""))
+        rows.append([*row, f"#{m.model_id}" if m.model_id else "", e(m.run_id or "")])
+    console.console.print(fitted_table(columns, rows,
+                                       title=f"Model versions (newest first) in {e(config.serving_model_dir)}",
+                                       caption=f"store: {e(where)}"))
+    if not found:
+        console.console.print("No model was pushed yet." if not include_unpushed
+                         else "No Pusher output yet.")

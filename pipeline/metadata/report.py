@@ -1,0 +1,80 @@
+"""What one pipeline run did, as `tfxsp run` summarises it: per-node state and duration, the evaluation's metrics
+and blessing, the push and the serving validation."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from pipeline import evaluation
+from pipeline.metadata.executions import NodeResult, node_results, outputs_of_types
+from pipeline.metadata.metrics import eval_metrics, validation_failures
+from pipeline.metadata.properties import properties_of
+
+_REPORTED_TYPES = ("ModelBlessing", "ModelEvaluation", "PushedModel", "tfxsp.ServingValidation")
+
+
+@dataclasses.dataclass
+class RunReport:
+    run_id: str
+    nodes: list[NodeResult]
+    # slice name ("Overall", "species=Adelie", ...) -> accuracy
+    accuracy: dict[str, float] = dataclasses.field(default_factory=dict)
+    blessed: bool | None = None
+    # Why the Evaluator did not bless, one line per failed threshold.
+    validation_failures: list[str] = dataclasses.field(default_factory=list)
+    pushed: bool = False
+    pushed_version: str | None = None
+    pushed_destination: str | None = None
+    eval_uri: str | None = None
+    # The ServingValidator's report.json (outcome, reason, checks, latency, rollback), when it ran.
+    serving_validation: dict | None = None
+
+    @property
+    def failed_nodes(self) -> list[str]:
+        return [n.node_id for n in self.nodes if n.state == "failed"]
+
+
+def collect(store: metadata_store.MetadataStore, run_id: str) -> RunReport:
+    """The report of the run `run_id` (a pipeline_run context name)."""
+    run = store.get_context_by_type_and_name("pipeline_run", run_id)
+    if run is None:
+        raise LookupError(f"no pipeline run {run_id!r} in this metadata store")
+    report = RunReport(run_id=run_id, nodes=node_results(store, [run])[run.id])
+    order = {node.execution_id: i for i, node in enumerate(report.nodes)}
+    outputs = outputs_of_types(store, list(order), _REPORTED_TYPES)
+    for _, artifact in sorted(outputs, key=lambda pair: (order[pair[0]], pair[1].id)):
+        _read(artifact, report)
+    return report
+
+
+def _read(artifact: mlmd.Artifact, report: RunReport) -> None:
+    props = properties_of(artifact)
+    if artifact.type == "ModelBlessing":
+        report.blessed = bool(props.get("blessed"))
+    elif artifact.type == "ModelEvaluation":
+        report.eval_uri = artifact.uri
+        report.accuracy = {name: metrics[evaluation.ACCURACY_METRIC]
+                           for name, metrics in eval_metrics(artifact.uri).items()
+                           if evaluation.ACCURACY_METRIC in metrics}
+        report.validation_failures = validation_failures(artifact.uri)
+    elif artifact.type == "tfxsp.ServingValidation":
+        report.serving_validation = serving_validation_report(artifact)
+    elif artifact.type == "PushedModel":
+        report.pushed = bool(props.get("pushed"))
+        if report.pushed:
+            report.pushed_version = str(props["pushed_version"])
+            report.pushed_destination = props["pushed_destination"]
+
+
+def serving_validation_report(artifact: mlmd.Artifact) -> dict:
+    """The ServingValidator's report.json, or what its custom properties say when the file is gone."""
+    path = os.path.join(artifact.uri, "report.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    props = properties_of(artifact)
+    return {"outcome": props.get("outcome"), "reason": props.get("reason", "")}

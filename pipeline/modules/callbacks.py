@@ -1,0 +1,144 @@
+"""The Trainer's TensorBoard logs (TFX module file): scalars, graphs, histograms and the embedding projector.
+
+    callbacks(log_dir, vocabularies, hparams, chief)   what model.fit gets
+    Throughput                                         wall time per epoch, for the training summary
+"""
+import os
+import tempfile
+import time
+from typing import Any
+
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorboard.plugins import projector
+
+from pipeline.modules.model import embedding_layer_name
+
+
+def vocabulary_filename(key: str) -> str:
+    """The projector's metadata file for `key`'s embedding: one vocabulary label per row."""
+    return f"{key}_vocabulary.tsv"
+
+
+class LearningRateLogger(tf.keras.callbacks.Callback):
+    """Puts the optimizer's current learning rate into the logs, so that the TensorBoard callback
+    after it writes `epoch_learning_rate` and `batch_learning_rate` (tf-keras logs the learning
+    rate only when it is a schedule). Also lands in the History."""
+
+    def __init__(self):
+        super().__init__()
+        self._supports_tf_logs = True  # batch logs stay tensors: no host sync per step
+
+    def _learning_rate(self) -> tf.Tensor:
+        return tf.convert_to_tensor(self.model.optimizer.learning_rate)
+
+    def on_train_batch_end(self, batch, logs=None):
+        # With ParameterServerStrategy batch logs are RemoteValues, not dicts: nothing to add to.
+        if isinstance(logs, dict):
+            logs["learning_rate"] = self._learning_rate()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(self._learning_rate().numpy())
+
+
+class EmbeddingProjector(tf.keras.callbacks.Callback):
+    """The embeddings for TensorBoard's projector, in <log_dir>/train (the training run, where the
+    projector looks): a checkpoint holding only the embedding variables, every `freq` epochs;
+    projector_config.pbtxt naming each one; and a metadata file of its vocabulary labels.
+
+    tf-keras's own `embeddings_freq` names every embedding 'layer_with_weights-0' of a whole-model
+    checkpoint, so a model with two embedding layers would show the first one twice (and the
+    optimizer's and dense layers' matrices beside them)."""
+
+    def __init__(self, log_dir: str, vocabularies: dict[str, list[str]], chief: bool,
+                 freq: int = 1):
+        super().__init__()
+        self._log_dir, self._vocabularies, self._chief, self._freq = (
+            log_dir, vocabularies, chief, max(1, freq))
+        self._dir = self._manager = None
+        self._saved_epoch = None
+
+    def on_train_begin(self, logs=None):
+        # As tf-keras does for its TensorBoard logs: only the chief writes where people look;
+        # another worker writes the same into a temporary folder, removed at the end.
+        self._dir = (os.path.join(self._log_dir, "train") if self._chief
+                     else tempfile.mkdtemp(prefix="tfxsp-embeddings-"))
+        tf.io.gfile.makedirs(self._dir)
+        variables, config = {}, projector.ProjectorConfig()
+        for key, labels in self._vocabularies.items():
+            layer = embedding_layer_name(key)
+            variables[layer] = self.model.get_layer(layer).embeddings
+            with tf.io.gfile.GFile(os.path.join(self._dir, vocabulary_filename(key)), "w") as f:
+                f.write("".join(label + "\n" for label in labels))
+            embedding = config.embeddings.add()
+            embedding.tensor_name = f"{layer}/.ATTRIBUTES/VARIABLE_VALUE"
+            embedding.metadata_path = vocabulary_filename(key)
+        with tf.io.gfile.GFile(os.path.join(self._dir, "projector_config.pbtxt"), "w") as f:
+            f.write(text_format.MessageToString(config))
+        self._manager = tf.train.CheckpointManager(
+            tf.train.Checkpoint(**variables), self._dir, max_to_keep=1,
+            checkpoint_name="embeddings")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self._freq == 0:
+            self._manager.save(checkpoint_number=epoch)
+            self._saved_epoch = epoch
+
+    def on_train_end(self, logs=None):
+        if self._saved_epoch is None:
+            self._manager.save(checkpoint_number=0)
+        if not self._chief:
+            tf.io.gfile.rmtree(self._dir)
+
+
+class Throughput(tf.keras.callbacks.Callback):
+    """Wall time of every epoch, for the examples/s in the training summary."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch_seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+
+
+class TensorBoard(tf.keras.callbacks.TensorBoard):
+    """tf-keras's TensorBoard callback, writing per-step scalars only every `update_freq` steps.
+
+    tf-keras calls its batch hook on every step and issues a summary op per log entry each time,
+    recorded or not, which made each step several times slower than the step itself."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        # _global_train_batch counts the steps of this fit() as the model's train counter does,
+        # which is what the recording condition of the per-step summaries checks.
+        due = (self.update_freq != "epoch" and self._global_train_batch % self.update_freq == 0)
+        if due or self._should_write_train_graph:
+            super().on_train_batch_end(batch, logs)
+
+
+def callbacks(log_dir: str, vocabularies: dict[str, list[str]], hparams: dict[str, Any],
+               chief: bool) -> list[tf.keras.callbacks.Callback]:
+    """TensorBoard: scalars per epoch and every `tensorboard_update_freq` steps (loss, accuracy,
+    learning rate, steps/s), the Keras model and train-step graphs, weight and bias histograms
+    every `histogram_freq` epochs, and the projector's embeddings with vocabulary labels."""
+    tf.io.gfile.makedirs(log_dir)
+    return [
+        LearningRateLogger(),  # before TensorBoard, which writes what this adds to the logs
+        TensorBoard(
+            log_dir=log_dir,
+            histogram_freq=hparams["histogram_freq"],
+            write_graph=True,
+            # Per-step scalars and the train-step graph are written from batch hooks, which
+            # tf-keras calls only when some callback needs them; steps/s is the one that does.
+            write_steps_per_second=True,
+            update_freq=hparams["tensorboard_update_freq"] or "epoch",
+            embeddings_freq=0),  # EmbeddingProjector does it correctly
+        EmbeddingProjector(log_dir, vocabularies, chief),
+    ]
+
+

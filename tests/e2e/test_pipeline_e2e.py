@@ -1,0 +1,149 @@
+"""The real pipeline, end to end: real TFX components, Beam DirectRunner, SQLite MLMD, run through
+the `tfxsp run` command in its own process, three times over one pipeline root:
+
+1. a first run that must bless and push a model that classifies the eval split well;
+2. the same run again, which must reuse the cache for every upstream component;
+3. a run with a threshold the model cannot meet, which must push nothing and say why.
+"""
+import glob
+import os
+
+import pytest
+import tensorflow as tf
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from pipeline.metadata.report import collect
+from pipeline.metadata.runs import latest_run_id
+from pipeline.modules import features
+
+pytestmark = pytest.mark.timeout(1200)
+
+UPSTREAM = ["CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
+            "Trainer"]
+
+
+def _report(runs):
+    store = metadata_store.MetadataStore(runs.config.metadata_connection_config())
+    return collect(store, latest_run_id(store, runs.config.pipeline_name))
+
+
+def _versions(runs):
+    return sorted(d for d in os.listdir(runs.config.serving_model_dir) if d.isdigit())
+
+
+@pytest.fixture(scope="module")
+def runs(pipeline_runs):
+    return pipeline_runs
+
+
+def _output(result):
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr[-5000:]}"
+
+
+def test_first_run_blesses_pushes_and_proves_the_model_live(runs):
+    result = runs.results["first"]
+    assert result.returncode == 0, _output(result)
+    report = _report(runs)
+    assert {n.node_id: n.state for n in report.nodes} == {
+        **{n: "complete" for n in UPSTREAM}, "latest_blessed_model_resolver": "complete",
+        "Evaluator": "complete", "Pusher": "complete", "ServingValidator": "complete"}
+    assert report.blessed is True
+    assert report.accuracy["Overall"] >= 0.9
+    assert {"species=Adelie", "species=Gentoo", "species=Chinstrap", "island=Biscoe",
+            "island=Dream", "island=Torgersen"} <= set(report.accuracy)
+    assert report.pushed and report.pushed_version.isdigit()
+    assert report.pushed_destination == os.path.join(runs.config.serving_model_dir,
+                                                      report.pushed_version)
+    assert _versions(runs) == [report.pushed_version]
+    # The summary a person reads names the blessing, the accuracy and the pushed version.
+    assert "Blessing: blessed" in result.stdout
+    assert f"Pushed: version {report.pushed_version}" in result.stdout
+    assert "▶ Trainer" in result.stdout and "INFO:absl" not in result.stdout + result.stderr
+
+
+def test_first_run_records_the_serving_validation_linked_to_the_push(runs):
+    report = _report(runs)
+    store = metadata_store.MetadataStore(runs.config.metadata_connection_config())
+    [validation] = store.get_artifacts_by_type("tfxsp.ServingValidation")
+    assert validation.custom_properties["blessed"].int_value == 1
+    assert validation.custom_properties["outcome"].string_value == "passed"
+    assert validation.custom_properties["probed_version"].int_value == int(report.pushed_version)
+    for api in ("rest", "grpc"):
+        assert 0 < validation.custom_properties[f"{api}_p50_ms"].double_value <= \
+            validation.custom_properties[f"{api}_p99_ms"].double_value
+    # Linked in MLMD: the execution that wrote it read the PushedModel of this push.
+    [output_event] = store.get_events_by_artifact_ids([validation.id])
+    inputs = [e.artifact_id for e in store.get_events_by_execution_ids([output_event.execution_id])
+              if e.type == metadata_store_pb2.Event.INPUT]
+    pushed = [a for a in store.get_artifacts_by_id(inputs) if a.type == "PushedModel"]
+    assert [p.custom_properties["pushed_version"].string_value for p in pushed] == \
+        [report.pushed_version]
+    # The summary proves the model live and shows how to query it.
+    stdout = runs.results["first"].stdout
+    assert "Serving validation: passed" in stdout
+    assert "curl -d '" in stdout and f"/v1/models/{runs.config.model_name}:predict" in stdout
+    assert '"classes"' in stdout  # the live answer to that curl command
+    assert "stub.Predict(request" in stdout
+
+
+def _eval_examples(config):
+    pattern = os.path.join(config.pipeline_root, "CsvExampleGen", "examples", "*",
+                           "Split-eval", "*.gz")
+    files = glob.glob(pattern)
+    assert files, f"no eval split at {pattern}"
+    records = list(tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator())
+    return records, [tf.train.Example.FromString(r) for r in records]
+
+
+def _value(example, key):
+    feature = example.features.feature[key]
+    values = list(feature.bytes_list.value or feature.float_list.value or feature.int64_list.value)
+    return values[0] if values else None
+
+
+def test_pushed_model_classifies_the_eval_split(runs):
+    assert runs.results.get("first") is not None and runs.results["first"].returncode == 0
+    version = _versions(runs)[-1]
+    model = tf.saved_model.load(os.path.join(runs.config.serving_model_dir, version))
+    assert {"serving_default", "serving_raw", "transform_features"} <= set(model.signatures)
+
+    records, examples = _eval_examples(runs.config)
+    outputs = model.signatures["serving_default"](examples=tf.constant(records))
+    predicted = [c.decode() for c in outputs["classes"].numpy()]
+    labels = [_value(e, features.LABEL_KEY).decode() for e in examples]
+    accuracy = sum(p == label for p, label in zip(predicted, labels)) / len(labels)
+    assert len(labels) > 50 and accuracy >= 0.9, accuracy
+
+    # The raw-feature signature (plain JSON rows over REST) agrees with the tf.Example one.
+    complete = [i for i, e in enumerate(examples)
+                if all(_value(e, k) is not None
+                       for k in features.NUMERIC_FEATURE_KEYS + features.CATEGORICAL_FEATURE_KEYS)]
+    raw_inputs = {k: tf.constant([float(_value(examples[i], k)) for i in complete])
+                  for k in features.NUMERIC_FEATURE_KEYS}
+    raw_inputs.update({k: tf.constant([_value(examples[i], k) for i in complete])
+                       for k in features.CATEGORICAL_FEATURE_KEYS})
+    raw_outputs = model.signatures["serving_raw"](**raw_inputs)
+    expected = tf.gather(outputs["probabilities"], complete)
+    assert tf.reduce_max(tf.abs(raw_outputs["probabilities"] - expected)) < 1e-5
+
+
+def test_rerun_with_nothing_changed_reuses_the_cache(runs):
+    result = runs.run("second")
+    assert result.returncode == 0, _output(result)
+    states = {n.node_id: n.state for n in _report(runs).nodes}
+    assert {n: states[n] for n in UPSTREAM} == {n: "cached" for n in UPSTREAM}
+
+
+def test_unreachable_threshold_is_not_blessed_and_pushes_nothing(runs):
+    versions_before = _versions(runs)
+    # A barely trained model cannot reach 100% accuracy.
+    result = runs.run("unreachable", "--set", "min_accuracy=1.0", "--set", "train_steps=2",
+                      "--set", "epochs=1")
+    assert result.returncode == 3, _output(result)
+    report = _report(runs)
+    assert report.blessed is False and not report.pushed
+    assert _versions(runs) == versions_before
+    assert "not blessed, not pushed" in result.stdout
+    assert "sparse_categorical_accuracy" in result.stdout
+    assert any("sparse_categorical_accuracy" in f for f in report.validation_failures)

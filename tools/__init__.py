@@ -1,0 +1,1 @@
+"""Developer harnesses that tests and benchmarks share (not installed with the package)."""
