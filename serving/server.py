@@ -17,9 +17,9 @@ from aiohttp import web
 
 from serving import config as config_lib
 from serving.batching import BatchScheduler
+from serving.errors import StartupError
 from serving.grpc_api import GrpcApi
 from serving.inference import DirectRunner, Inference
-from serving.errors import StartupError
 from serving.model_manager import ModelManager
 from serving.monitoring import Metrics
 from serving.options import ServerOptions
