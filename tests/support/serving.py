@@ -79,6 +79,31 @@ def export_batch_size(base_path: str, version: int = 1) -> str:
     return path
 
 
+def tflite_model(function: tf.types.experimental.ConcreteFunction, module: tf.Module | None = None,
+                 select_tf_ops: bool = False) -> bytes:
+    """``function`` converted by ``tf.lite.TFLiteConverter`` (with Flex ops, e.g. tf.io.parse_example, if asked)."""
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
+    if select_tf_ops:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    return converter.convert()
+
+
+def tflite_tensor_names(content: bytes) -> tuple[list[str], list[str]]:
+    """The TF Lite tensor names of the model's inputs and outputs."""
+    interpreter = tf.lite.Interpreter(model_content=content)
+    return ([d["name"] for d in interpreter.get_input_details()],
+            [d["name"] for d in interpreter.get_output_details()])
+
+
+def write_tflite(base_path, version: int, content: bytes) -> str:
+    """``base_path/<version>/model.tflite``; returns the version directory."""
+    path = os.path.join(str(base_path), str(version))
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "model.tflite"), "wb") as f:
+        f.write(content)
+    return path
+
+
 # ------------------------------------------------------------------------------------------ clients
 
 
