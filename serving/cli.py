@@ -91,7 +91,7 @@ FLAGS = [
     Flag("enable_model_warmup", bool, True, "Enables model warmup.", supported=False),
     Flag("enable_grpc_healthcheck_service", bool, False, "Enable the standard gRPC healthcheck service.",
          supported=False),
-    Flag("enable_profiler", bool, True, "Enable profiler service.", supported=False),
+    Flag("enable_profiler", bool, True, "Enable profiler service."),
     Flag("enable_per_model_batching_parameters", bool, False, "Enables model specific batching params.",
          supported=False),
     Flag("num_load_threads", int, 0, "The number of threads in the thread-pool used to load servables.",
@@ -292,6 +292,7 @@ def build_options(values: dict[str, Any]) -> ServerOptions:
         grpc_channel_arguments=_channel_arguments(values["grpc_channel_arguments"]),
         enable_signature_method_name_check=values["enable_signature_method_name_check"],
         enable_serialization_as_tensor_content=values["enable_serialization_as_tensor_content"],
+        enable_profiler=values["enable_profiler"],
     )
 
 

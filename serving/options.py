@@ -50,4 +50,5 @@ class ServerOptions:
     grpc_channel_arguments: tuple[tuple[str, object], ...] = ()
     enable_signature_method_name_check: bool = False
     enable_serialization_as_tensor_content: bool = False
+    enable_profiler: bool = True
     request_threads: int = max(8, 4 * (os.cpu_count() or 1))
