@@ -10,6 +10,8 @@ import dataclasses
 import http.client
 import json
 import os
+import stat
+import sys
 import textwrap
 import time
 
@@ -195,6 +197,25 @@ def write_config(path, models: list[dict]) -> str:
     with open(path, "w") as f:
         f.write(text)
     return str(path)
+
+
+def write_model_server_stand_in(directory) -> str:
+    """``directory/tensorflow_model_server``: a script that runs the embedded server with the flags it gets.
+
+    Put ``directory`` on PATH (or where a harness looks for the binary) to run tools and tests written for
+    TF Serving's ``tensorflow_model_server`` against the embedded server.
+    """
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.path.join(str(directory), "tensorflow_model_server")
+    os.makedirs(str(directory), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(textwrap.dedent(f"""\
+            #!/bin/sh
+            # Stand-in for TF Serving's tensorflow_model_server: the embedded server takes the same flags.
+            PYTHONPATH="{repo}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" -m serving "$@"
+            """))
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
 
 
 # ---------------------------------------------------------------------------------------- requests
