@@ -342,8 +342,8 @@ class TfLiteServable:
         model = parse_model(content)
         # XNNPACK (a default delegate) keeps the shapes it was prepared with for tensors that Flex ops
         # compute, so after a resize it would return results for the old batch size: no XNNPACK with Flex ops.
-        self.flex = _has_flex_ops(model)
-        interpreters = [_Interpreter(content, default_delegates=not self.flex) for _ in range(max(1, num_pools))]
+        flex = _has_flex_ops(model)
+        interpreters = [_Interpreter(content, default_delegates=not flex) for _ in range(max(1, num_pools))]
         inputs = _tensor_map(interpreters[0].input_details, "Input")
         outputs = _tensor_map(interpreters[0].output_details, "Output")
         self._input_index = {name: d["index"] for name, d in inputs.items()}
@@ -360,10 +360,6 @@ class TfLiteServable:
                 self._splitter = concurrent.futures.ThreadPoolExecutor(
                     max_workers=self._pool.size, thread_name_prefix=f"tflite-{model_name}-{version}")
         self._trace_name = f"TfLiteSession::Run#model={model_name},version={version}#"
-
-    @property
-    def num_interpreters(self) -> int:
-        return self._pool.size
 
     def run(self, feed_names: Sequence[str], feed_values: Sequence[np.ndarray], fetch_names: Sequence[str],
             deadline: float | None) -> list[np.ndarray]:
@@ -403,7 +399,10 @@ class TfLiteServable:
         if self._splitter is None:
             parts = [self._run_one(piece, outputs, deadline) for piece in pieces]
         else:
-            futures = [self._splitter.submit(self._run_one, piece, outputs, deadline) for piece in pieces]
+            try:
+                futures = [self._splitter.submit(self._run_one, piece, outputs, deadline) for piece in pieces]
+            except RuntimeError:  # closed meanwhile (a run whose client went away can outlive its handle)
+                raise ServingError(Code.UNAVAILABLE, self._unloaded()) from None
             parts = [future.result() for future in futures]
         merged = []
         for position in range(len(outputs)):
@@ -419,9 +418,9 @@ class TfLiteServable:
 
     def close(self) -> None:
         """Releases the interpreters once no run holds one (blocking; call it off the event loop)."""
+        self._pool.close()  # pieces of split runs still queued now fail with UNAVAILABLE
         if self._splitter is not None:
             self._splitter.shutdown(wait=True)
-        self._pool.close()
 
 
 def load(model_name: str, version: int, path: str, num_pools: int, num_interpreters_per_pool: int) -> TfLiteServable:
