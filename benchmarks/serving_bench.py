@@ -14,8 +14,8 @@ one output) exported both ways, the TF Lite one by ``tf.lite.TFLiteConverter`` w
 signature embedded (``tflite_servable.with_signature_defs``) so the same requests serve both. For each:
 the raw in-process call (the server's TF1 session path for the SavedModel, ``tf.lite.Interpreter``
 set_tensor/invoke/get_tensor for TF Lite), and gRPC and REST predict at batch 1 with 1 client (p50) and
-32 clients (throughput) on a server of its own (``--prefer_tflite_model`` for TF Lite). ``--suite tflite``
-runs only this part.
+32 clients (throughput) on a server of its own (``--prefer_tflite_model`` for TF Lite), the two servers'
+cells interleaved. ``--suite tflite`` runs only this part.
 
 The load generator runs in this process on one asyncio loop (grpc.aio, aiohttp) and sends
 pre-serialized requests without decoding responses (each cell's first response is checked), so as
@@ -342,13 +342,19 @@ def compare_formats(workloads: list[tuple[Workload, str]], duration_s: float,
         for cell in measure(workload):
             cells.append(cell)
             print(_row(cell), flush=True)
-    matrix = [(mode, 1, concurrency) for mode in ("grpc", "rest") for concurrency in (1, 32)]
-    for (workload, base), extra in ((saved, ()), (lite, ("--prefer_tflite_model",))):
-        handle, ready_s = start_server(workload, base, False, workdir, extra)
-        ready[f"{workload.name}/unbatched"] = ready_s
-        try:
-            cells += asyncio.run(measure_server(handle, workload, False, matrix, duration_s))
-        finally:
+    # Both servers run at once and each cell is measured on one, then at once on the other, so that the
+    # load other work puts on a shared machine weighs on both alike.
+    handles = []
+    try:
+        for (workload, base), extra in ((saved, ()), (lite, ("--prefer_tflite_model",))):
+            handle, ready_s = start_server(workload, base, False, workdir, extra)
+            handles.append((handle, workload))
+            ready[f"{workload.name}/unbatched"] = ready_s
+        for cell in [(mode, 1, concurrency) for mode in ("grpc", "rest") for concurrency in (1, 32)]:
+            for handle, workload in handles:
+                cells += asyncio.run(measure_server(handle, workload, False, [cell], duration_s))
+    finally:
+        for handle, _ in handles:
             handle.stop()
     return cells, ready
 
