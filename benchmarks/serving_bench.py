@@ -9,12 +9,21 @@ with --enable_batching; 64 concurrent batch-1 clients with and without batching;
 starting the server process to a version being AVAILABLE. It prints a table, checks the targets
 of issue 3 (reported, not asserted) and writes everything as JSON with --out.
 
+SavedModel versus TF Lite (issue 19): one small dense network (64 inputs, two ReLU layers of 256 units,
+one output) exported both ways, the TF Lite one by ``tf.lite.TFLiteConverter`` with the SavedModel's
+signature embedded (``tflite_servable.with_signature_defs``) so the same requests serve both. For each:
+the raw in-process call (the server's TF1 session path for the SavedModel, ``tf.lite.Interpreter``
+set_tensor/invoke/get_tensor for TF Lite), and gRPC and REST predict at batch 1 with 1 client (p50) and
+32 clients (throughput) on a server of its own (``--prefer_tflite_model`` for TF Lite), the two servers'
+cells interleaved. ``--suite tflite`` runs only this part.
+
 The load generator runs in this process on one asyncio loop (grpc.aio, aiohttp) and sends
 pre-serialized requests without decoding responses (each cell's first response is checked), so as
 little as possible of the machine goes to the client. On a small machine the client and server
 still share the cores; the JSON records the CPU count.
 
     python benchmarks/serving_bench.py --out serving_bench.json [--model_dir DIR [--instances_json FILE]]
+    python benchmarks/serving_bench.py --suite tflite --out serving_bench_tflite.json
 """
 from __future__ import annotations
 
@@ -38,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
-from serving import half_plus_two, launcher, tensor_codec
+from serving import half_plus_two, launcher, tensor_codec, tflite_servable
 from serving import servable as servable_lib
 
 BATCHING_PARAMETERS = (
@@ -52,7 +61,7 @@ BATCHING_PARAMETERS = (
 @dataclasses.dataclass
 class Cell:
     model: str
-    mode: str  # raw-eager | raw-session | grpc | rest
+    mode: str  # raw-eager | raw-session | raw-interpreter | grpc | rest
     batching: bool
     batch: int
     concurrency: int
@@ -117,6 +126,31 @@ def measure_raw(workload: Workload, batch: int, duration_s: float) -> list[Cell]
         cells.append(summarize(Cell(workload.name, mode, False, batch, 1), latencies, time.perf_counter() - start))
     loaded.close()
     return cells
+
+
+def measure_raw_tflite(workload: Workload, batch: int, duration_s: float) -> Cell:
+    """The bare interpreter call: set the input, invoke, read the output (what the TF Lite servable wraps)."""
+    interpreter = tf.lite.Interpreter(model_path=os.path.join(workload.version_dir, tflite_servable.TFLITE_MODEL_FILE),
+                                      num_threads=1)
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    x = workload.make_inputs(batch)["x"]
+    interpreter.resize_tensor_input(inp["index"], list(x.shape))
+    interpreter.allocate_tensors()
+
+    def call():
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"])
+
+    for _ in range(50):
+        call()
+    latencies = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < duration_s:
+        t0 = time.perf_counter()
+        call()
+        latencies.append(time.perf_counter() - t0)
+    return summarize(Cell(workload.name, "raw-interpreter", False, batch, 1), latencies, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------------------- server calls
@@ -202,13 +236,13 @@ def _jsonable(value: np.ndarray):
 
 
 def start_server(workload: Workload, base_path: str, batching: bool,
-                 workdir: str) -> tuple[launcher.ServerHandle, float]:
-    args = []
+                 workdir: str, extra_args: tuple[str, ...] = ()) -> tuple[launcher.ServerHandle, float]:
+    args = list(extra_args)
     if batching:
         parameters = os.path.join(workdir, "batching.config")
         with open(parameters, "w") as f:
             f.write(BATCHING_PARAMETERS)
-        args = ["--enable_batching", f"--batching_parameters_file={parameters}"]
+        args += ["--enable_batching", f"--batching_parameters_file={parameters}"]
     handle = launcher.start_server(workload.name, base_path, kind="embedded", extra_args=args, wait_for_model=False)
     try:
         ready_s = handle.wait_ready(120)
@@ -254,6 +288,92 @@ def dense_workload(workdir: str) -> tuple[Workload, str]:
                     lambda batch: {"x": np.random.default_rng(batch).random((batch, 64)).astype(np.float32)}), base
 
 
+class SmallDense(tf.Module):
+    """64 inputs, two ReLU layers of 256 units, one output: the SavedModel / TF Lite comparison."""
+
+    def __init__(self):
+        super().__init__()
+        rng = np.random.default_rng(1)
+        self.w1 = tf.Variable(rng.normal(0, 0.1, (64, 256)).astype(np.float32))
+        self.w2 = tf.Variable(rng.normal(0, 0.1, (256, 256)).astype(np.float32))
+        self.head = tf.Variable(rng.normal(0, 0.1, (256, 1)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 64], tf.float32, name="x")])
+    def predict(self, x):
+        return {"y": tf.nn.relu(tf.nn.relu(x @ self.w1) @ self.w2) @ self.head}
+
+
+def small_dense_workloads(workdir: str) -> list[tuple[Workload, str]]:
+    """The same SmallDense weights as a SavedModel and as a TF Lite model serving the same signature."""
+    model = SmallDense()
+    saved_base = os.path.join(workdir, "small_dense")
+    saved_dir = os.path.join(saved_base, "1")
+    tf.saved_model.save(model, saved_dir, signatures={"serving_default": model.predict})
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([model.predict.get_concrete_function()], model)
+    content = converter.convert()
+    interpreter = tf.lite.Interpreter(model_content=content)
+    x_name, y_name = interpreter.get_input_details()[0]["name"], interpreter.get_output_details()[0]["name"]
+    signature = servable_lib.load("small_dense", 1, saved_dir).signatures["serving_default"].proto
+    lite_signature = type(signature)()
+    lite_signature.CopyFrom(signature)
+    lite_signature.inputs["x"].name, lite_signature.outputs["y"].name = x_name, y_name
+    lite_base = os.path.join(workdir, "small_dense_tflite")
+    lite_dir = os.path.join(lite_base, "1")
+    os.makedirs(lite_dir)
+    with open(os.path.join(lite_dir, tflite_servable.TFLITE_MODEL_FILE), "wb") as f:
+        f.write(tflite_servable.with_signature_defs(content, {"serving_default": lite_signature}))
+
+    def make_inputs(batch):
+        return {"x": np.random.default_rng(batch).random((batch, 64)).astype(np.float32)}
+
+    return [(Workload("small_dense", saved_dir, "serving_default", make_inputs), saved_base),
+            (Workload("small_dense_tflite", lite_dir, "serving_default", make_inputs), lite_base)]
+
+
+def compare_formats(workloads: list[tuple[Workload, str]], duration_s: float,
+                    workdir: str) -> tuple[list[Cell], dict[str, float]]:
+    """Raw call and server cells (batch 1; 1 and 32 clients) of the SavedModel and the TF Lite model."""
+    cells: list[Cell] = []
+    ready: dict[str, float] = {}
+    saved, lite = workloads
+    # Both raw calls first, then both servers, so each pair is measured close together.
+    for workload, measure in ((saved[0], lambda w: measure_raw(w, 1, duration_s)),
+                              (lite[0], lambda w: [measure_raw_tflite(w, 1, duration_s)])):
+        for cell in measure(workload):
+            cells.append(cell)
+            print(_row(cell), flush=True)
+    # Both servers run at once and each cell is measured on one, then at once on the other, so that the
+    # load other work puts on a shared machine weighs on both alike.
+    handles = []
+    try:
+        for (workload, base), extra in ((saved, ()), (lite, ("--prefer_tflite_model",))):
+            handle, ready_s = start_server(workload, base, False, workdir, extra)
+            handles.append((handle, workload))
+            ready[f"{workload.name}/unbatched"] = ready_s
+        for cell in [(mode, 1, concurrency) for mode in ("grpc", "rest") for concurrency in (1, 32)]:
+            for handle, workload in handles:
+                cells += asyncio.run(measure_server(handle, workload, False, [cell], duration_s))
+    finally:
+        for handle, _ in handles:
+            handle.stop()
+    return cells, ready
+
+
+def format_comparison(cells: list[Cell]) -> list[dict]:
+    def find(model, mode, concurrency=1):
+        return next(c for c in cells if (c.model, c.mode, c.batch, c.concurrency) == (model, mode, 1, concurrency))
+
+    rows = []
+    for model, raw_mode in (("small_dense", "raw-session"), ("small_dense_tflite", "raw-interpreter")):
+        raw = find(model, raw_mode)
+        rows.append({
+            "model": model, "raw_p50_ms": round(raw.p50_ms, 3), "raw_calls_per_s": round(raw.requests_per_s),
+            "grpc_p50_ms": round(find(model, "grpc").p50_ms, 3), "rest_p50_ms": round(find(model, "rest").p50_ms, 3),
+            "grpc_req_per_s_32": round(find(model, "grpc", 32).requests_per_s),
+            "rest_req_per_s_32": round(find(model, "rest", 32).requests_per_s)})
+    return rows
+
+
 def saved_model_workload(model_dir: str, signature: str, instances_json: str | None,
                          workdir: str) -> tuple[Workload, str]:
     base = os.path.join(workdir, "custom")
@@ -287,12 +407,12 @@ def saved_model_workload(model_dir: str, signature: str, instances_json: str | N
 # ---------------------------------------------------------------------------------------- report
 
 
-HEADER = (f"{'model':<14}{'mode':<12}{'batching':<9}{'batch':>6}{'conc':>6}{'requests':>10}{'errors':>7}"
+HEADER = (f"{'model':<20}{'mode':<16}{'batching':<9}{'batch':>6}{'conc':>6}{'requests':>10}{'errors':>7}"
           f"{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'rows/s':>10}")
 
 
 def _row(cell: Cell) -> str:
-    return (f"{cell.model:<14}{cell.mode:<12}{'on' if cell.batching else 'off':<9}{cell.batch:>6}{cell.concurrency:>6}"
+    return (f"{cell.model:<20}{cell.mode:<16}{'on' if cell.batching else 'off':<9}{cell.batch:>6}{cell.concurrency:>6}"
             f"{cell.requests:>10}{cell.errors:>7}{cell.p50_ms:>9.3f}{cell.p99_ms:>9.3f}{cell.requests_per_s:>9.0f}"
             f"{cell.rows_per_s:>10.0f}")
 
@@ -326,17 +446,22 @@ def main() -> None:
     parser.add_argument("--model_dir", help="also benchmark this SavedModel (a version directory)")
     parser.add_argument("--signature_name", default="serving_default")
     parser.add_argument("--instances_json", help="one REST row-format instance for --model_dir's signature")
+    parser.add_argument("--suite", choices=("all", "tflite"), default="all",
+                        help="tflite: only the SavedModel / TF Lite comparison")
     args = parser.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="serving-bench-")
     load_before = os.getloadavg()
     try:
-        workloads = [half_plus_two_workload(workdir), dense_workload(workdir)]
-        if args.model_dir:
+        workloads = [half_plus_two_workload(workdir), dense_workload(workdir)] if args.suite == "all" else []
+        if args.model_dir and args.suite == "all":
             workloads.append(saved_model_workload(args.model_dir, args.signature_name, args.instances_json, workdir))
         cells: list[Cell] = []
         ready: dict[str, float] = {}
         print(HEADER, flush=True)
+        format_cells, format_ready = compare_formats(small_dense_workloads(workdir), args.duration, workdir)
+        cells += format_cells
+        ready.update(format_ready)
         for workload, base in workloads:
             for batch in (1, 64):
                 for cell in measure_raw(workload, batch, args.duration):
@@ -355,6 +480,14 @@ def main() -> None:
         for name, seconds in ready.items():
             print(f"  {name:<28}{seconds:6.2f} s")
         report = {workload.name: targets(cells, ready, workload.name) for workload, _ in workloads}
+        comparison = format_comparison(cells)
+        print("\nSavedModel vs TF Lite, the same small dense model (batch 1):")
+        print(f"  {'model':<20}{'raw p50 ms':>11}{'gRPC p50':>10}{'REST p50':>10}{'gRPC req/s':>12}{'REST req/s':>12}"
+              f"{'raw calls/s':>13}   (req/s with 32 clients)")
+        for row in comparison:
+            print(f"  {row['model']:<20}{row['raw_p50_ms']:>11.3f}{row['grpc_p50_ms']:>10.3f}"
+                  f"{row['rest_p50_ms']:>10.3f}{row['grpc_req_per_s_32']:>12}{row['rest_req_per_s_32']:>12}"
+                  f"{row['raw_calls_per_s']:>13}")
         for name, rows in report.items():
             print(f"\nTargets, {name} (reported, not asserted):")
             for row in rows:
@@ -375,6 +508,7 @@ def main() -> None:
                     "ready_s": ready,
                     "cells": [dataclasses.asdict(c) for c in cells],
                     "targets": report,
+                    "savedmodel_vs_tflite": comparison,
                 }, f, indent=2)
             print(f"\nWrote {args.out}")
     finally:

@@ -3,7 +3,7 @@
 ``python -m serving`` (and ``tfxsp serve``) take the reference binary's flags with the same names,
 defaults and meanings: ``--name=value``, booleans also as bare ``--name``; an unknown argument is
 reported and ignored; a malformed value or ``--help`` prints the usage and exits with status 255,
-as the reference does. Flags the embedded server cannot honour (TLS, TF Lite, GPU, ...) are
+as the reference does. Flags the embedded server cannot honour (TLS, GPU, thread pools, ...) are
 accepted and reported as ignored when set.
 
 One flag is added: ``--bind_address`` (default ``127.0.0.1``), the interface both ports listen on.
@@ -29,7 +29,7 @@ from typing import Any
 
 from serving import config as config_lib
 from serving.errors import ServingError, StartupError
-from serving.options import ManagerOptions, RestOptions, ServerOptions
+from serving.options import ManagerOptions, RestOptions, ServerOptions, TfLiteOptions
 
 EXIT_FAILURE = 255
 _SERVER_VERSION = "2.16.1"
@@ -91,7 +91,7 @@ FLAGS = [
     Flag("enable_model_warmup", bool, True, "Enables model warmup.", supported=False),
     Flag("enable_grpc_healthcheck_service", bool, False, "Enable the standard gRPC healthcheck service.",
          supported=False),
-    Flag("enable_profiler", bool, True, "Enable profiler service.", supported=False),
+    Flag("enable_profiler", bool, True, "Enable profiler service."),
     Flag("enable_per_model_batching_parameters", bool, False, "Enables model specific batching params.",
          supported=False),
     Flag("num_load_threads", int, 0, "The number of threads in the thread-pool used to load servables.",
@@ -118,10 +118,13 @@ FLAGS = [
     Flag("flush_filesystem_caches", bool, True, "Flush filesystem caches after initial load.", supported=False),
     Flag("remove_unused_fields_from_bundle_metagraph", bool, True, "Removes unused fields from MetaGraphDef.",
          supported=False),
-    Flag("prefer_tflite_model", bool, False, "Prefer TensorFlow Lite model from `model.tflite` file.",
-         supported=False),
-    Flag("num_tflite_pools", int, 1, "Number of TFLite interpreters pools.", supported=False),
-    Flag("num_tflite_interpreters_per_pool", int, 1, "Number of TFLite interpreters per pool.", supported=False),
+    Flag("prefer_tflite_model", bool, False, "Prefer TensorFlow Lite model from `model.tflite` file in SavedModel "
+         "directory, instead of the TensorFlow model from `saved_model.pb` file. If no TensorFlow Lite model found, "
+         "fallback to TensorFlow model."),
+    Flag("num_tflite_pools", int, os.cpu_count() or 1, "Number of TFLite interpreters in the interpreter pool of "
+         "each loaded TF Lite model (one run per interpreter at a time). If not set, the number of CPUs."),
+    Flag("num_tflite_interpreters_per_pool", int, 1, "If more than 1, a TF Lite run of more rows than "
+         "ceil(500 / N) (or the model's fixed batch size) is split across the pool's interpreters."),
     Flag("mixed_precision", str, "", "Mixed precision mode (bfloat16).", supported=False),
     Flag("xla_cpu_compilation_enabled", bool, False, "Enable XLA:CPU JIT.", supported=False),
 ]
@@ -281,11 +284,15 @@ def build_options(values: dict[str, Any]) -> ServerOptions:
             load_retry_interval_s=max(0, values["load_retry_interval_micros"]) / 1e6,
             allow_version_labels_for_unavailable_models=values["allow_version_labels_for_unavailable_models"],
             saved_model_tags=tuple(t.strip() for t in values["saved_model_tags"].split(",") if t.strip()),
+            tflite=TfLiteOptions(num_pools=max(1, values["num_tflite_pools"]),
+                                 num_interpreters_per_pool=max(1, values["num_tflite_interpreters_per_pool"]))
+            if values["prefer_tflite_model"] else None,
         ),
         batching=batching,
         grpc_channel_arguments=_channel_arguments(values["grpc_channel_arguments"]),
         enable_signature_method_name_check=values["enable_signature_method_name_check"],
         enable_serialization_as_tensor_content=values["enable_serialization_as_tensor_content"],
+        enable_profiler=values["enable_profiler"],
     )
 
 

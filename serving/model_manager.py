@@ -11,9 +11,10 @@ Implements spec §5 (and the status/resolution rules of §2.3, §3.3, §3.4):
   version from routing, then waits until the requests already running on it have finished, then
   closes its session, so a swap never fails a request.
 * A version directory is loaded only once it looks complete: it must contain ``saved_model.pb``
-  (or ``.pbtxt``) and its files (names, sizes, modification times) must be unchanged between two
-  consecutive scans. Until then, and after a failed load, the version is never served and never
-  disturbs the versions that are; its status is END with a non-OK code saying why (NOT_FOUND with the
+  (or ``.pbtxt``; with ``--prefer_tflite_model`` also ``model.tflite``, see ``tflite_servable``) and
+  its files (names, sizes, modification times) must be unchanged between two consecutive scans.
+  Until then, and after a failed load, the version is never served and never disturbs the versions
+  that are; its status is END with a non-OK code saying why (NOT_FOUND with the
   reference's message when ``saved_model.pb`` is missing, UNAVAILABLE while files are changing,
   the load error otherwise). A failed load is retried ``--max_num_load_retries`` times
   ``--load_retry_interval_micros`` apart (status LOADING meanwhile), and afresh whenever the
@@ -48,6 +49,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving import config as config_lib
 from serving import servable as servable_lib
+from serving import tflite_servable
 from serving.errors import Code, ServingError, StartupError, from_exception, invalid_argument, not_found
 from serving.monitoring import Metrics
 from serving.options import ManagerOptions
@@ -194,6 +196,9 @@ class ModelManager:
         self._poller: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._starting = True
+        # What makes a version directory loadable (see the module docstring).
+        self._model_files = servable_lib.SAVED_MODEL_FILES + (
+            (tflite_servable.TFLITE_MODEL_FILE,) if options.tflite else ())
 
     # ------------------------------------------------------------------------------ public API
 
@@ -381,7 +386,8 @@ class ModelManager:
         for model in list(self._models.values()):
             busy = {v.path for v in model.versions.values() if v.servable is not None or v.state == State.UNLOADING
                     or (v.state == State.LOADING and not v.retry_at)}
-            listing = await loop.run_in_executor(self._scanner, _scan_base_path, model.entry.base_path, busy)
+            listing = await loop.run_in_executor(self._scanner, _scan_base_path, model.entry.base_path, busy,
+                                                 self._model_files)
             if model.removed:
                 continue
             if listing is None:
@@ -486,7 +492,7 @@ class ModelManager:
         start = time.perf_counter()
         try:
             servable = await asyncio.get_running_loop().run_in_executor(
-                self._loader, servable_lib.load, name, version.number, version.path, self._options.saved_model_tags
+                self._loader, self._load_servable, name, version.number, version.path
             )
         except Exception as e:
             error = from_exception(e)
@@ -501,6 +507,13 @@ class ModelManager:
         log.info("Servable version {name: %s version: %d} is AVAILABLE (loaded in %.2f s)", name, version.number,
                  seconds)
         self._reconcile(model)
+
+    def _load_servable(self, name: str, number: int, path: str) -> Servable | tflite_servable.TfLiteServable:
+        """SavedModelBundleFactory: ``model.tflite`` if TF Lite is preferred and present, else the SavedModel."""
+        tflite = self._options.tflite
+        if tflite is not None and tflite_servable.has_model(path):
+            return tflite_servable.load(name, number, path, tflite.num_pools, tflite.num_interpreters_per_pool)
+        return servable_lib.load(name, number, path, self._options.saved_model_tags)
 
     def _load_failed(self, model: _Model, version: _Version, error: ServingError, fingerprint: tuple | None) -> None:
         name = model.entry.name
@@ -574,7 +587,8 @@ def _changing_message(path: str) -> str:
             "it will be loaded once they stop changing")
 
 
-def _scan_base_path(base_path: str, skip: set[str]) -> dict[int, tuple[str, _DirState | None]] | None:
+def _scan_base_path(base_path: str, skip: set[str],
+                    model_files: tuple[str, ...]) -> dict[int, tuple[str, _DirState | None]] | None:
     """Numeric version directories under ``base_path`` (None if the base path is missing).
 
     Directories in ``skip`` (loaded or loading) are not fingerprinted: the reference ignores in-place
@@ -593,11 +607,11 @@ def _scan_base_path(base_path: str, skip: set[str]) -> dict[int, tuple[str, _Dir
             log.warning("Ignoring %s: version %d of %s is already provided by %s", entry.path, number, base_path,
                         versions[number][0])
             continue
-        versions[number] = (entry.path, None if entry.path in skip else _dir_state(entry.path))
+        versions[number] = (entry.path, None if entry.path in skip else _dir_state(entry.path, model_files))
     return versions
 
 
-def _dir_state(path: str) -> _DirState:
+def _dir_state(path: str, model_files: tuple[str, ...]) -> _DirState:
     files = []
     for root, _dirs, names in os.walk(path):
         for name in names:
@@ -608,5 +622,5 @@ def _dir_state(path: str) -> _DirState:
                 files.append((os.path.relpath(full, path), -1, -1))
                 continue
             files.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
-    has_saved_model = any(os.path.isfile(os.path.join(path, f)) for f in servable_lib.SAVED_MODEL_FILES)
+    has_saved_model = any(os.path.isfile(os.path.join(path, f)) for f in model_files)
     return _DirState(has_saved_model, tuple(sorted(files)))

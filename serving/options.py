@@ -18,12 +18,21 @@ class RestOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class TfLiteOptions:
+    """``--prefer_tflite_model`` is set: versions with a ``model.tflite`` are served from it."""
+
+    num_pools: int = os.cpu_count() or 1  # --num_tflite_pools: interpreters per loaded model
+    num_interpreters_per_pool: int = 1  # --num_tflite_interpreters_per_pool: > 1 splits large runs
+
+
+@dataclasses.dataclass(frozen=True)
 class ManagerOptions:
     file_system_poll_wait_s: float = 1.0
     max_num_load_retries: int = 5
     load_retry_interval_s: float = 60.0
     allow_version_labels_for_unavailable_models: bool = False
     saved_model_tags: tuple[str, ...] = ("serve",)
+    tflite: TfLiteOptions | None = None  # None: SavedModels only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,4 +50,5 @@ class ServerOptions:
     grpc_channel_arguments: tuple[tuple[str, object], ...] = ()
     enable_signature_method_name_check: bool = False
     enable_serialization_as_tensor_content: bool = False
+    enable_profiler: bool = True
     request_threads: int = max(8, 4 * (os.cpu_count() or 1))

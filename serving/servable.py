@@ -77,16 +77,8 @@ class Servable:
         self._idle = threading.Condition()
         # Validated request plans by (signature, request aliases, output filter); see inference.
         self.plans: dict[tuple, object] = {}
-        self.signatures = {key: _signature(key, sig) for key, sig in meta_graph.signature_def.items()}
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for key, sig in meta_graph.signature_def.items():
-            signature_map.signature_def[key].CopyFrom(sig)
-        self.signature_def_any = any_pb2.Any()
-        self.signature_def_any.Pack(signature_map)
-        # The REST metadata body prints the map with proto field names and all fields (spec §2.4).
-        self.signature_def_json = json_format.MessageToJson(
-            signature_map, including_default_value_fields=True, preserving_proto_field_name=True, indent=1
-        )
+        self.signatures, self.signature_def_any, self.signature_def_json = describe_signatures(
+            meta_graph.signature_def)
 
     def run(self, feed_names: Sequence[str], feed_values: Sequence[np.ndarray], fetch_names: Sequence[str],
             deadline: float | None) -> list[np.ndarray]:
@@ -176,6 +168,22 @@ def missing_saved_model_error(path: str) -> ServingError:
         f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}. Check that the "
         "directory exists and that you have the right permissions for accessing it.",
     )
+
+
+def describe_signatures(
+        signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]) -> tuple[dict[str, Signature], any_pb2.Any, str]:
+    """A version's signatures, and its metadata response's ``SignatureDefMap`` (packed, and as REST JSON)."""
+    signatures = {key: _signature(key, sig) for key, sig in signature_defs.items()}
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, sig in signature_defs.items():
+        signature_map.signature_def[key].CopyFrom(sig)
+    packed = any_pb2.Any()
+    packed.Pack(signature_map)
+    # The REST metadata body prints the map with proto field names and all fields (spec §2.4).
+    as_json = json_format.MessageToJson(
+        signature_map, including_default_value_fields=True, preserving_proto_field_name=True, indent=1
+    )
+    return signatures, packed, as_json
 
 
 def _signature(key: str, sig: meta_graph_pb2.SignatureDef) -> Signature:

@@ -23,6 +23,7 @@ from serving.inference import DirectRunner, Inference
 from serving.model_manager import ModelManager
 from serving.monitoring import Metrics
 from serving.options import ServerOptions
+from serving.profiler import ProfilerService
 from serving.rest_api import RestApi
 
 log = logging.getLogger("serving")
@@ -50,6 +51,7 @@ class Server:
         self._grpc: grpc.aio.Server | None = None
         self._rest: web.ServerRunner | None = None
         self._config_poller: asyncio.Task | None = None
+        self._profiler: ProfilerService | None = None
 
     async def start(self) -> None:
         """Loads the models, then opens the ports. Raises StartupError."""
@@ -67,6 +69,8 @@ class Server:
             await self._rest.cleanup()
         if self._grpc is not None:
             await self._grpc.stop(grace_s)
+        if self._profiler is not None:
+            self._profiler.close()
         await self.manager.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
@@ -83,6 +87,10 @@ class Server:
         server = grpc.aio.server(options=channel_options)
         api = GrpcApi(self.manager, self._inference, self.metrics, options.enable_serialization_as_tensor_content)
         server.add_generic_rpc_handlers(api.handlers())
+        if options.enable_profiler:
+            self._profiler = ProfilerService()
+            server.add_generic_rpc_handlers(self._profiler.handlers())
+            log.info("Profiler service is enabled")
         if options.grpc_port:
             address = f"{_host_for_url(options.bind_address)}:{options.grpc_port}"
             _bind(server, address)

@@ -14,6 +14,9 @@ from tests.support.serving import export_spin, export_static_shape, start, stop,
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# data/ holds test models and TF Serving's own test files, which run through run_tfserving_test.py only.
+collect_ignore = ["data"]
+
 
 @pytest.fixture(scope="session")
 def saved_half_plus_two(tmp_path_factory) -> dict[float, str]:

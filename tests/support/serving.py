@@ -10,6 +10,8 @@ import dataclasses
 import http.client
 import json
 import os
+import stat
+import sys
 import textwrap
 import time
 
@@ -76,6 +78,31 @@ def export_batch_size(base_path: str, version: int = 1) -> str:
     model = BatchSize()
     path = os.path.join(base_path, str(version))
     tf.saved_model.save(model, path, signatures={"serving_default": model.rows})
+    return path
+
+
+def tflite_model(function: tf.types.experimental.ConcreteFunction, module: tf.Module | None = None,
+                 select_tf_ops: bool = False) -> bytes:
+    """``function`` converted by ``tf.lite.TFLiteConverter`` (with Flex ops, e.g. tf.io.parse_example, if asked)."""
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
+    if select_tf_ops:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    return converter.convert()
+
+
+def tflite_tensor_names(content: bytes) -> tuple[list[str], list[str]]:
+    """The TF Lite tensor names of the model's inputs and outputs."""
+    interpreter = tf.lite.Interpreter(model_content=content)
+    return ([d["name"] for d in interpreter.get_input_details()],
+            [d["name"] for d in interpreter.get_output_details()])
+
+
+def write_tflite(base_path, version: int, content: bytes) -> str:
+    """``base_path/<version>/model.tflite``; returns the version directory."""
+    path = os.path.join(str(base_path), str(version))
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "model.tflite"), "wb") as f:
+        f.write(content)
     return path
 
 
@@ -170,6 +197,25 @@ def write_config(path, models: list[dict]) -> str:
     with open(path, "w") as f:
         f.write(text)
     return str(path)
+
+
+def write_model_server_stand_in(directory) -> str:
+    """``directory/tensorflow_model_server``: a script that runs the embedded server with the flags it gets.
+
+    Put ``directory`` on PATH (or where a harness looks for the binary) to run tools and tests written for
+    TF Serving's ``tensorflow_model_server`` against the embedded server.
+    """
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.path.join(str(directory), "tensorflow_model_server")
+    os.makedirs(str(directory), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(textwrap.dedent(f"""\
+            #!/bin/sh
+            # Stand-in for TF Serving's tensorflow_model_server: the embedded server takes the same flags.
+            PYTHONPATH="{repo}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" -m serving "$@"
+            """))
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
 
 
 # ---------------------------------------------------------------------------------------- requests
