@@ -25,7 +25,7 @@ IMAGE ?= tfx-serving-pipeline:$(shell git describe --always --dirty 2>/dev/null 
 KFP_HOST ?=
 KFP_ARGS ?=
 
-.PHONY: help venv lint run-local serve test tensorboard bench bench-pipeline bench-serving bench-train bench-beam bench-lineage clean image kubeflow-compile kubeflow-submit
+.PHONY: help venv lint run-local serve test tensorboard bench bench-pipeline bench-serving bench-train bench-beam bench-lineage bench-quality clean image kubeflow-compile kubeflow-submit
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -60,7 +60,7 @@ test: lint ## Lint, then run the test suite
 tensorboard: $(STAMP) ## Open TensorBoard over the Trainer's run logs
 	$(TFXSP) tensorboard $(ARGS)
 
-bench: bench-pipeline bench-serving bench-train bench-beam bench-lineage ## Run every benchmark (slow)
+bench: bench-pipeline bench-serving bench-train bench-beam bench-lineage bench-quality ## Run every benchmark (slow)
 
 bench-pipeline: $(STAMP) ## tfxsp run cold/warm vs TFX's penguin example
 	$(PY) benchmarks/pipeline_bench.py $(ARGS)
@@ -73,6 +73,9 @@ bench-train: $(STAMP) ## Training examples/s per tf.distribute strategy
 
 bench-beam: $(STAMP) ## Beam direct vs direct-multiprocess on synthetic data
 	$(PY) benchmarks/beam_bench.py $(ARGS)
+
+bench-quality: $(STAMP) ## The served model's metric on real datasets beside a scikit-learn baseline
+	$(PY) benchmarks/quality_bench.py $(ARGS)
 
 bench-lineage: $(STAMP) ## Lineage queries on a 200-run ML Metadata store
 	$(PY) benchmarks/lineage_bench.py $(ARGS)

@@ -1,13 +1,20 @@
 """All of the pipeline's configuration, in one place.
 
-Precedence (lowest to highest): the defaults below, environment variables ``TFXSP_<KEY>`` (for
-example ``TFXSP_EPOCHS=5``), then ``tfxsp run --set key=value``. Every value is checked before
-anything runs; a bad one is a :class:`ConfigError` that names the key and what is allowed.
+Precedence (lowest to highest): the defaults below, a config file (``tfxsp.toml`` in the working directory, or
+``--config FILE``; ``tfxsp init`` writes one), environment variables ``TFXSP_<KEY>`` (for example
+``TFXSP_EPOCHS=5``), then ``--set key=value``. Every value is checked before anything runs; a bad one is a
+:class:`ConfigError` that names the key (and the file) and what is allowed.
+
+A list (ignore_columns, feature_columns, slice_by) is a TOML array in the file, and a comma-separated list or a
+JSON array in the environment and --set; column_roles is a TOML table (the file's ``[columns]``) or a JSON object.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import types
+import typing
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +30,11 @@ BEAM_RUNNERS = ("direct", "direct-multiprocess", "flink", "spark", "dataflow")
 BEAM_ENVIRONMENT_TYPES = ("DOCKER", "EXTERNAL", "PROCESS", "LOOPBACK")
 # Where a Kubeflow run's pipeline root may be (tfxsp kubeflow submit --pipeline-root).
 KUBEFLOW_ROOT_SCHEMES = ("gs", "s3", "minio")
+TASKS = ("auto", "classification", "regression")
+COLUMN_ROLES = ("numeric", "categorical", "ignored")
+CONFIG_FILE = "tfxsp.toml"
+# The bundled example: the penguins the project ships, with the accuracy threshold of its first release.
+BUNDLED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "penguins")
 
 
 class ConfigError(ValueError):
@@ -41,6 +53,14 @@ class PipelineConfig:
     # ML Metadata: empty = SQLite at <pipeline_root>/metadata.db; or mysql://user:password@host:port/db
     # or grpc://host:port (the MLMD gRPC service)
     metadata_url: str = ""
+
+    # --- The dataset: the label, and what to do with the other columns (docs/your-own-csv.md) ---
+    label: str = "species"  # the label column's header
+    task: str = "auto"  # auto | classification | regression
+    ignore_columns: tuple[str, ...] = ()
+    feature_columns: tuple[str, ...] = ()  # empty: every usable column
+    slice_by: tuple[str, ...] | None = None  # columns the Evaluator slices by; unset: up to 3 categorical ones
+    column_roles: Mapping[str, str] = dataclasses.field(default_factory=dict)  # header -> numeric|categorical|ignored
 
     # --- Data processing (Beam): every Beam-powered component; mapped in beam_pipeline_args() ---
     # direct | direct-multiprocess | flink | spark | dataflow
@@ -85,9 +105,12 @@ class PipelineConfig:
     tensorboard_update_freq: int = 10  # steps between per-step scalars; 0 = per epoch only
     histogram_freq: int = 1  # epochs between weight histograms; 0 = off
 
-    # --- Evaluation (TFMA) ---
-    min_accuracy: float = 0.9  # value threshold: the candidate must reach this eval accuracy
-    max_accuracy_drop: float = 0.02  # change threshold: how much worse than the baseline is allowed
+    # --- Evaluation (TFMA): unset thresholds mean "beat the naive baseline by baseline_margin" ---
+    min_accuracy: float | None = None  # classification: the candidate must reach this eval accuracy
+    max_accuracy_drop: float = 0.02  # classification: at most this much below the last blessed model
+    max_rmse: float | None = None  # regression: the candidate's eval RMSE must not exceed this
+    max_rmse_increase: float = 0.05  # regression: at most this much (relative) above the last blessed model
+    baseline_margin: float = 0.02  # accuracy above the majority class; relative RMSE below the mean predictor
 
     # --- Serving, and the serving validation that probes it after every push ---
     serving_host: str = "127.0.0.1"
@@ -96,7 +119,7 @@ class PipelineConfig:
     serving_validation: bool = True
     probe_examples: int = 16  # eval examples sent per signature and API
     probe_deadline_s: float = 60.0  # how long to wait for the pushed version to be AVAILABLE
-    probe_tolerance: float = 1e-5  # max abs difference between served and in-process outputs
+    probe_tolerance: float = 1e-5  # max difference between served and in-process outputs (relative beyond 1)
     probe_max_p50_ms: float = 100.0
     probe_max_p99_ms: float = 500.0
     probe_rollback: bool = True  # move a version that fails the probe out of the base path
@@ -119,6 +142,16 @@ class PipelineConfig:
     @property
     def data_dir(self) -> str:
         return os.path.abspath(self.data_root)
+
+    @property
+    def bundled_example(self) -> bool:
+        """The bundled penguins with their own label: their example's thresholds apply (pipeline/evaluation.py)."""
+        return os.path.realpath(self.data_dir) == os.path.realpath(BUNDLED_DATA) and self.label == "species"
+
+    @property
+    def dataset_cache_dir(self) -> str:
+        """Where the statistics of the data (pipeline/dataset/statistics.py) are kept between runs."""
+        return os.path.join(self.pipeline_root, "dataset")
 
     @property
     def rest_url(self) -> str:
@@ -200,7 +233,15 @@ class PipelineConfig:
         require(self.learning_rate > 0, "learning_rate", "must be > 0")
         require(self.tensorboard_update_freq >= 0, "tensorboard_update_freq", "must be >= 0")
         require(self.histogram_freq >= 0, "histogram_freq", "must be >= 0")
-        require(0.0 <= self.min_accuracy <= 1.0, "min_accuracy", "must be between 0 and 1")
+        require(self.min_accuracy is None or 0.0 <= self.min_accuracy <= 1.0, "min_accuracy",
+                "must be between 0 and 1 (or unset: beat the majority class by baseline_margin)")
+        require(self.max_rmse is None or self.max_rmse > 0, "max_rmse", "must be > 0 (or unset)")
+        require(0.0 <= self.max_rmse_increase <= 10.0, "max_rmse_increase", "must be between 0 and 10 (relative)")
+        require(0.0 <= self.baseline_margin < 1.0, "baseline_margin", "must be between 0 and 1")
+        require(bool(self.label.strip()), "label", "must name the label column of the CSV files")
+        require(self.task in TASKS, "task", f"must be one of {', '.join(TASKS)}")
+        for name, role in self.column_roles.items():
+            require(role in COLUMN_ROLES, "column_roles", f"{name!r}: a role is one of {', '.join(COLUMN_ROLES)}")
         require(0.0 <= self.max_accuracy_drop <= 1.0, "max_accuracy_drop",
                 "must be between 0 and 1")
         for key in ("grpc_port", "rest_port"):
@@ -277,38 +318,132 @@ def metadata_connection_config(url: str, sqlite_path: str) -> MetadataConnection
                       "mysql://user:password@host:port/database or grpc://host:port")
 
 
-def _coerce(key: str, raw: str, default: Any) -> Any:
-    """Parses a string from the environment or --set into the type of the field's default."""
+_FIELD_TYPES = typing.get_type_hints(PipelineConfig)
+
+
+def _coerce(key: str, raw: str, where: str = "") -> Any:
+    """Parses a string from the environment or --set into the type of the field."""
+    kind = _FIELD_TYPES[key]
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
     try:
-        if isinstance(default, bool):
+        if kind is bool:
             lowered = raw.strip().lower()
             if lowered not in ("1", "0", "true", "false", "yes", "no"):
                 raise ValueError(raw)
             return lowered in ("1", "true", "yes")
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-        return raw
-    except ValueError:
-        raise ConfigError(f"config '{key}' = {raw!r}: expected a {type(default).__name__}") from None
+        if origin in (typing.Union, types.UnionType) and type(None) in args:
+            if raw.strip().lower() in ("", "auto", "none"):
+                return None
+            return _coerce_to(next(a for a in args if a is not type(None)), raw)
+        return _coerce_to(kind, raw)
+    except (ValueError, TypeError):
+        raise ConfigError(f"config '{key}' = {raw!r}{where}: expected {_describe(kind)}") from None
 
 
-def load_config(overrides: Mapping[str, str] | None = None,
-                environ: Mapping[str, str] | None = None) -> PipelineConfig:
-    """Builds the validated configuration from defaults, ``TFXSP_*`` variables and overrides."""
-    environ = os.environ if environ is None else environ
-    defaults = PipelineConfig()
-    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(PipelineConfig)}
+def _coerce_to(kind: Any, raw: str) -> Any:
+    if kind is int:
+        return int(raw)
+    if kind is float:
+        return float(raw)
+    if typing.get_origin(kind) is tuple:
+        text = raw.strip()
+        items = json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ValueError(raw)
+        return tuple(items)
+    if typing.get_origin(kind) in (Mapping, dict):
+        value = json.loads(raw) if raw.strip() else {}
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ValueError(raw)
+        return value
+    return raw
+
+
+def _describe(kind: Any) -> str:
+    names = {int: "an int", float: "a float", bool: "true or false", str: "a string"}
+    if typing.get_origin(kind) is tuple:
+        return "a list of column names (a,b,c or a JSON array)"
+    if typing.get_origin(kind) in (Mapping, dict):
+        return 'a JSON object of column -> role, e.g. {"Comments": "ignored"}'
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if args and typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return f"{_describe(args[0])} or nothing (unset)"
+    return names.get(kind, str(kind))
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The settings in a TOML config file (`tfxsp init` writes one): top-level keys of PipelineConfig, and a
+    [columns] table of header -> role (or {role = ..., ...}, as tfxsp init writes it)."""
+    import tomli
+    try:
+        with open(path, "rb") as f:
+            document = tomli.load(f)
+    except OSError as e:
+        raise ConfigError(f"config file {path}: {e.strerror}") from None
+    except tomli.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
     values: dict[str, Any] = {}
-    for key, default in fields.items():
+    for key, value in document.items():
+        if key == "columns":
+            values["column_roles"] = _roles_from_table(path, value)
+            continue
+        if key not in _FIELD_TYPES:
+            raise ConfigError(f"config file {path}: unknown key '{key}'. Known keys: {', '.join(_FIELD_TYPES)}, "
+                              "and the [columns] table")
+        values[key] = _from_toml(path, key, value)
+    return values
+
+
+def _roles_from_table(path: str, table: Any) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [columns] must be a table of header = role")
+    roles = {}
+    for name, entry in table.items():
+        role = entry.get("role") if isinstance(entry, dict) else entry
+        if role not in COLUMN_ROLES:
+            raise ConfigError(f"config file {path}: [columns] {name!r} has role {role!r}; a role is one of "
+                              f"{', '.join(COLUMN_ROLES)}")
+        roles[name] = role
+    return roles
+
+
+def _from_toml(path: str, key: str, value: Any) -> Any:
+    """A TOML value checked against the field's type (TOML has types of its own; strings are parsed as --set)."""
+    if isinstance(value, str):
+        return _coerce(key, value, f" in {path}")
+    kind = _FIELD_TYPES[key]
+    plain = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+    target = plain[0]
+    if typing.get_origin(target) is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    if target is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if target is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if target is bool and isinstance(value, bool):
+        return value
+    raise ConfigError(f"config '{key}' = {value!r} in {path}: expected {_describe(kind)}")
+
+
+def load_config(overrides: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None,
+                config_file: str | None = None) -> PipelineConfig:
+    """The validated configuration from defaults, the config file, ``TFXSP_*`` variables and overrides."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = dict(read_config_file(config_file)) if config_file else {}
+    for key in _FIELD_TYPES:
         if ENV_PREFIX + key.upper() in environ:
-            values[key] = _coerce(key, environ[ENV_PREFIX + key.upper()], default)
+            values[key] = _coerce(key, environ[ENV_PREFIX + key.upper()], f" (from ${ENV_PREFIX}{key.upper()})")
     for key, raw in (overrides or {}).items():
-        if key not in fields:
-            raise ConfigError(f"unknown config key '{key}'. Known keys: {', '.join(fields)}")
-        values[key] = _coerce(key, raw, fields[key])
-    return dataclasses.replace(defaults, **values).validate()
+        if key not in _FIELD_TYPES:
+            raise ConfigError(f"unknown config key '{key}'. Known keys: {', '.join(_FIELD_TYPES)}")
+        values[key] = _coerce(key, raw)
+    return dataclasses.replace(PipelineConfig(), **values).validate()
+
+
+def default_config_file(cwd: str | None = None) -> str | None:
+    """tfxsp.toml in the working directory, when there is one."""
+    path = os.path.join(cwd or os.getcwd(), CONFIG_FILE)
+    return path if os.path.isfile(path) else None
 
 
 def parse_set_options(items: list[str]) -> dict[str, str]:

@@ -14,6 +14,7 @@ from tfx import v1 as tfx
 
 from components.serving_validation import ServingValidator
 from pipeline import code_fingerprint, evaluation
+from pipeline.modules import features
 
 MODULES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules")
 TRANSFORM_MODULE_FILE = os.path.join(MODULES_DIR, "transform.py")
@@ -26,11 +27,11 @@ def create_pipeline(
     pipeline_root: str,
     data_root: str,
     serving_model_dir: str,
+    dataset: features.DatasetContract,
+    blessing: evaluation.Blessing,
     train_steps: int,
     eval_steps: int,
     custom_config: dict[str, Any],
-    min_accuracy: float,
-    max_accuracy_drop: float,
     transform_module_file: str = TRANSFORM_MODULE_FILE,
     trainer_module_file: str = TRAINER_MODULE_FILE,
     beam_pipeline_args: list[str] | None = None,
@@ -40,6 +41,9 @@ def create_pipeline(
     baseline_model_resolver: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Builds the TFX pipeline from CSV files in `data_root` to a model pushed to `serving_model_dir`.
+
+    `dataset` is the contract decided from the data (what each column is, the task); Transform and Trainer get it
+    in their custom_config. `blessing` holds the thresholds the Evaluator applies.
 
     `serving_validation` holds the ServingValidator's arguments (model_name, rest_url,
     grpc_target, ...); None leaves the probe out. `baseline_model_resolver=False` leaves out the
@@ -59,7 +63,8 @@ def create_pipeline(
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
-        module_file=transform_module_file)
+        module_file=transform_module_file,
+        custom_config={"dataset": dataset.to_dict()})
 
     trainer = tfx.components.Trainer(
         module_file=trainer_module_file,
@@ -69,7 +74,7 @@ def create_pipeline(
         train_args=tfx.proto.TrainArgs(num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
         # The fingerprint puts the training launcher's code, which TFX does not hash, into the cache key.
-        custom_config={**custom_config,
+        custom_config={**custom_config, "dataset": dataset.to_dict(),
                        "code_fingerprint": code_fingerprint.fingerprint(code_fingerprint.TRAINER_CODE)})
 
     # The baseline for the change threshold: the newest model that was blessed before.
@@ -83,7 +88,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"] if model_resolver else None,
-        eval_config=evaluation.eval_config(min_accuracy, max_accuracy_drop))
+        eval_config=evaluation.eval_config(dataset, blessing))
 
     # Pushes only when the Evaluator blessed the model.
     pusher = tfx.components.Pusher(
@@ -101,6 +106,7 @@ def create_pipeline(
             model=trainer.outputs["model"],
             examples=example_gen.outputs["examples"],
             signature_names=["serving_default", "serving_raw"],
+            raw_input_features={c.name: c.key for c in dataset.features},
             code_fingerprint=code_fingerprint.fingerprint(code_fingerprint.SERVING_VALIDATOR_CODE),
             **serving_validation))
 

@@ -46,6 +46,15 @@ def _latest(store, type_name: str, uri_part: str):
     return artifact_utils.deserialize_artifact(artifact_type, newest)
 
 
+def _transform_contract(store) -> dict:
+    executions = [e for e in store.get_executions() if e.type.endswith(".Transform")]
+    if not executions:
+        raise SystemExit("no Transform execution in ML Metadata: run the pipeline up to Transform first")
+    newest = max(executions, key=lambda e: e.id)
+    value = newest.properties.get("custom_config") or newest.custom_properties["custom_config"]
+    return json.loads(value.string_value)["dataset"]
+
+
 def run_trainer_executor(pipeline_root: str, out: str, strategy: str,
                          overrides: dict[str, str]) -> None:
     """TFX's Trainer executor with run_fn from pipeline/modules/trainer.py (as a module file), on
@@ -71,7 +80,8 @@ def run_trainer_executor(pipeline_root: str, out: str, strategy: str,
         "module_file": TRAINER_MODULE_FILE,
         "train_args": json_format.MessageToJson(tfx.proto.TrainArgs(num_steps=config.train_steps)),
         "eval_args": json_format.MessageToJson(tfx.proto.EvalArgs(num_steps=config.eval_steps)),
-        "custom_config": json.dumps(config.trainer_hparams()),
+        # The contract the Transform outputs were made with, from the Transform execution's custom_config.
+        "custom_config": json.dumps({**config.trainer_hparams(), "dataset": _transform_contract(store)}),
     }
     trainer_executor.GenericExecutor().Do(
         input_dict, {"model": [model], "model_run": [model_run]}, exec_properties)

@@ -1,6 +1,8 @@
 """ServingValidator: after Pusher, prove that the model server serves the pushed version and that it
 answers over REST and gRPC exactly as the trained model does in process."""
 
+import json
+
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
@@ -25,6 +27,8 @@ class ServingValidatorSpec(types.ComponentSpec):
         "rollback": ExecutionParameter(type=int),
         # A hash of the code the executor runs (pipeline/code_fingerprint.py), so that an edit to it re-runs it.
         "code_fingerprint": ExecutionParameter(type=str, optional=True),
+        # JSON: a raw-feature signature's input name -> the example feature that feeds it (the dataset contract).
+        "raw_input_features": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         "pushed_model": ChannelParameter(type=standard_artifacts.PushedModel),
@@ -59,7 +63,8 @@ class ServingValidator(base_component.BaseComponent):
                  max_p50_ms: float = 100.0,
                  max_p99_ms: float = 500.0,
                  rollback: bool = True,
-                 code_fingerprint: str = ""):
+                 code_fingerprint: str = "",
+                 raw_input_features: dict[str, str] | None = None):
         spec = ServingValidatorSpec(
             pushed_model=pushed_model, model=model, examples=examples,
             model_name=model_name, rest_url=rest_url, grpc_target=grpc_target,
@@ -67,5 +72,6 @@ class ServingValidator(base_component.BaseComponent):
             num_examples=num_examples, load_deadline_s=load_deadline_s, tolerance=tolerance,
             latency_requests=latency_requests, max_p50_ms=max_p50_ms, max_p99_ms=max_p99_ms,
             rollback=int(rollback), code_fingerprint=code_fingerprint,
+            raw_input_features=json.dumps(raw_input_features or {}, sort_keys=True),
             validation=types.Channel(type=ServingValidation))
         super().__init__(spec=spec)

@@ -55,7 +55,8 @@ def validate(version: int, model: Artifact, examples: Artifact,
                               "checks": []}
     try:
         probe_inputs = expected.probe_inputs(model, examples, list(params["signature_names"]),
-                                             params["num_examples"])
+                                             params["num_examples"],
+                                             json.loads(params.get("raw_input_features") or "{}"))
         probes.wait_until_served(client, version, params["load_deadline_s"])
         report["checks"].append({"check": "model status (REST and gRPC)", "ok": True})
         probes.check_metadata(client, version, list(params["signature_names"]))

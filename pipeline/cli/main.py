@@ -1,5 +1,6 @@
 """The `tfxsp` command: one click group, one module per command or command group.
 
+    init         pipeline/cli/init.py         look at a folder of CSV files, write tfxsp.toml
     run          pipeline/cli/run.py          the pipeline here, and its summary
     serve        pipeline/cli/serve.py        the model server in the foreground
     tensorboard  pipeline/cli/tensorboard.py  TensorBoard over every Trainer run
@@ -18,7 +19,7 @@ import sys
 
 import click
 
-from pipeline.cli import artifacts, exit_codes, kubeflow, lineage, models, run, runs, serve, tensorboard
+from pipeline.cli import artifacts, exit_codes, init, kubeflow, lineage, models, run, runs, serve, tensorboard
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,8 +27,8 @@ def cli() -> None:
     """tfx-serving-pipeline: CSV to a trained, evaluated, pushed and served TFX model."""
 
 
-for command in (run.run, serve.serve, tensorboard.tensorboard, runs.runs, artifacts.artifacts, lineage.lineage,
-                models.models, kubeflow.kubeflow):
+for command in (init.init, run.run, serve.serve, tensorboard.tensorboard, runs.runs, artifacts.artifacts,
+                lineage.lineage, models.models, kubeflow.kubeflow):
     cli.add_command(command)
 
 

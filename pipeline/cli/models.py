@@ -29,19 +29,24 @@ def models(set_items: tuple[str, ...], metadata_url: str | None,
                     "models": [m.to_dict() for m in found]})
         return
     validated = any(m.serving_validation for m in found)
+    # The metric the blessing gates on: accuracy (classification) or RMSE (regression).
+    gate = next((g for g in evaluation.GATE_METRIC.values() for m in found if g in m.metrics.get("Overall", {})),
+                evaluation.ACCURACY_METRIC)
     columns = [Column("Version"), Column("Served"), Column("Pushed", drop=3), Column("Blessed"),
-               Column("Accuracy"), Column("Examples", drop=2),
+               Column(evaluation.METRIC_LABELS[gate].capitalize() if gate == evaluation.ACCURACY_METRIC
+                      else evaluation.METRIC_LABELS[gate]), Column("Examples", drop=2),
                *([Column("Serving validation", wrap=True, drop=5)] if validated else []),
                Column("Model", drop=4), Column("Run", drop=1)]
     rows = []
     for m in found:
         overall = m.metrics.get("Overall", {})
-        accuracy = overall.get(evaluation.ACCURACY_METRIC)
-        examples = overall.get(evaluation.EXAMPLE_COUNT_METRIC)
+        metric = overall.get(gate)
+        examples = overall.get(evaluation.EXAMPLE_COUNT_METRIC) or overall.get("example_count")
         served = "[bold green]served[/]" if m.served else (
             "present" if m.present else "[dim]gone[/]" if m.pushed else "")
         row = [e(m.version or ""), served, yes_no(m.pushed), yes_no(m.blessed),
-               f"{accuracy:.3f}" if accuracy is not None else "",
+               (f"{metric:.3f}" if gate == evaluation.ACCURACY_METRIC else f"{metric:.4g}") if metric is not None
+               else "",
                f"{examples:.0f}" if examples is not None else ""]
         if validated:
             validation = m.serving_validation or {}

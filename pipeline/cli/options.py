@@ -10,7 +10,14 @@ from typing import Any, NoReturn
 import click
 
 from pipeline.cli import exit_codes
-from pipeline.config import ConfigError, PipelineConfig, load_config, parse_set_options
+from pipeline.config import (
+    CONFIG_FILE,
+    ConfigError,
+    PipelineConfig,
+    default_config_file,
+    load_config,
+    parse_set_options,
+)
 
 set_option = click.option(
     "--set", "set_items", multiple=True, metavar="KEY=VALUE",
@@ -24,12 +31,20 @@ def fail(title: str, message: str, code: int = exit_codes.BAD_INPUT) -> NoReturn
     sys.exit(code)
 
 
-def load(set_items: tuple[str, ...] = (), **overrides: str | None) -> PipelineConfig:
-    """The validated configuration with these --set items (and overrides given by other options), or exit 2."""
+config_option = click.option(
+    "--config", "config_file", default=None, metavar="FILE", type=click.Path(dir_okay=False, exists=True),
+    help=f"A config file (TOML; tfxsp init writes one).  [default: ./{CONFIG_FILE} when there is one]")
+
+
+def load(set_items: tuple[str, ...] = (), config_file: str | None = None, use_config_file: bool = True,
+         **overrides: str | None) -> PipelineConfig:
+    """The validated configuration: defaults < the config file (`config_file`, else ./tfxsp.toml when there is one
+    and use_config_file) < TFXSP_* < these --set items and overrides given by other options; or exit 2."""
     try:
         values = parse_set_options(list(set_items))
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return load_config(values)
+        path = config_file or (default_config_file() if use_config_file else None)
+        return load_config(values, config_file=path)
     except ConfigError as e:
         fail("Configuration error:", str(e))
 

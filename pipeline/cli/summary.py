@@ -3,21 +3,30 @@ blessing, the push, the serving validation, and commands that query the live mod
 from __future__ import annotations
 
 import json
+import shlex
+from typing import Any
 
 from rich.table import Table
 
+from pipeline import evaluation
+from pipeline.cli import dataset_report
 from pipeline.cli.console import console
+from pipeline.cli.tables import e
 from pipeline.config import PipelineConfig
+from pipeline.dataset.analysis import Analysis
 from pipeline.metadata.report import RunReport
 from pipeline.metadata.store import describe_connection
 from pipeline.modules import features
+from pipeline.runners import local
 
 _STATE_STYLE = {"complete": "green", "cached": "blue", "failed": "bold red"}
 
 
-def print_summary(report: RunReport, config: PipelineConfig, log_path: str | None,
-                  live_answer: str | None = None, server_stays: bool = True) -> None:
+def print_summary(report: RunReport, config: PipelineConfig, log_path: str | None, found: Analysis,
+                  example_row: dict[str, Any] | None = None, live_answer: str | None = None,
+                  server_stays: bool = True) -> None:
     console.print(f"\n[bold]Pipeline run[/] {report.run_id} ({config.pipeline_name})")
+    console.print(dataset_report.one_line(found))
     table = Table()
     table.add_column("Component")
     table.add_column("State")
@@ -27,12 +36,9 @@ def print_summary(report: RunReport, config: PipelineConfig, log_path: str | Non
         table.add_row(node.node_id, f"[{style}]{node.state}[/]", f"{node.seconds:.1f} s")
     console.print(table)
 
-    if report.accuracy:
-        slices = ", ".join(f"{name} {value:.3f}" for name, value in report.accuracy.items())
-        console.print(f"[bold]Eval accuracy:[/] {slices}")
+    _print_metrics(report)
     if report.blessed is True:
-        console.print(f"[bold]Blessing:[/] [green]blessed[/] (accuracy >= {config.min_accuracy}, "
-                      f"at most {config.max_accuracy_drop} below the baseline)")
+        console.print(f"[bold]Blessing:[/] [green]blessed[/] ({e(local.blessing(config, found.contract).reason)})")
     elif report.blessed is False:
         console.print("[bold]Blessing:[/] [bold red]not blessed, not pushed[/]")
         for failure in report.validation_failures:
@@ -42,8 +48,8 @@ def print_summary(report: RunReport, config: PipelineConfig, log_path: str | Non
                       f"{report.pushed_destination}")
     if report.serving_validation:
         _print_serving_validation(report.serving_validation)
-        if report.serving_validation["outcome"] == "passed":
-            _print_query_commands(config, live_answer, server_stays)
+        if report.serving_validation["outcome"] == "passed" and example_row:
+            _print_query_commands(config, found.contract, example_row, live_answer, server_stays)
     console.print("[bold]Next:[/]")
     console.print("  TensorBoard:  make tensorboard   (or: tfxsp tensorboard)")
     console.print("  Lineage:      tfxsp lineage served   (also: tfxsp runs, tfxsp models)")
@@ -74,11 +80,27 @@ def _print_serving_validation(validation: dict) -> None:
             console.print(f"  Rolled back: moved to {rollback['quarantine_path']}; {back}.")
 
 
-def query_commands(config: PipelineConfig) -> tuple[str, str]:
-    """Copy-paste commands that query the live model: curl over REST, and Python over gRPC."""
-    body = json.dumps({"signature_name": "serving_raw", "instances": [features.EXAMPLE_ROW]})
-    curl = f"curl -d '{body}' {config.rest_url}/v1/models/{config.model_name}:predict"
-    inputs = ", ".join(f'"{k}": [{v!r}]' for k, v in features.EXAMPLE_ROW.items())
+def _print_metrics(report: RunReport) -> None:
+    gate = report.gate_metric
+    if gate is None:
+        return
+    label = evaluation.METRIC_LABELS.get(gate, gate)
+    slices = ", ".join(f"{e(name)} {value:.4g}" for name, value in report.by_slice(gate).items())
+    console.print(f"[bold]Eval {label}:[/] {slices}")
+    others = {k: v for k, v in report.metrics.get("Overall", {}).items() if k in evaluation.METRIC_LABELS and k != gate}
+    if others:
+        console.print("[bold]Also (overall):[/] " + ", ".join(f"{evaluation.METRIC_LABELS[k]} {v:.4g}"
+                                                               for k, v in others.items()))
+
+
+def query_commands(config: PipelineConfig, contract: features.DatasetContract,
+                   row: dict[str, Any]) -> tuple[str, str]:
+    """Copy-paste commands that query the live model with a real eval row: curl over REST, and Python over gRPC."""
+    body = json.dumps({"signature_name": "serving_raw", "instances": [row]})
+    curl = f"curl -d {shlex.quote(body)} {config.rest_url}/v1/models/{config.model_name}:predict"
+    output = "classes" if contract.task == features.CLASSIFICATION else "predictions"
+    values = "string_val" if output == "classes" else "float_val"
+    inputs = ", ".join(f"{k!r}: [{v!r}]" for k, v in row.items())
     python = (
         "python - <<'EOF'\n"
         "import grpc, tensorflow as tf\n"
@@ -89,14 +111,16 @@ def query_commands(config: PipelineConfig) -> tuple[str, str]:
         f"request.model_spec.name = '{config.model_name}'\n"
         "request.model_spec.signature_name = 'serving_raw'\n"
         f"for name, value in {{{inputs}}}.items():\n"
-        "    request.inputs[name].CopyFrom(tf.make_tensor_proto(value))\n"
-        "print(stub.Predict(request, timeout=10).outputs['classes'].string_val)\n"
+        "    dtype = tf.string if isinstance(value[0], str) else tf.float32\n"
+        "    request.inputs[name].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))\n"
+        f"print(stub.Predict(request, timeout=10).outputs['{output}'].{values})\n"
         "EOF")
     return curl, python
 
 
-def _print_query_commands(config: PipelineConfig, answer: str | None, server_stays: bool) -> None:
-    curl, python = query_commands(config)
+def _print_query_commands(config: PipelineConfig, contract: features.DatasetContract, row: dict[str, Any],
+                          answer: str | None, server_stays: bool) -> None:
+    curl, python = query_commands(config, contract, row)
     console.print("[bold]Query the live model[/] (REST, then gRPC):")
     console.print(curl, soft_wrap=True)
     if answer is not None:

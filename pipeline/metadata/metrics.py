@@ -31,10 +31,14 @@ def eval_metrics(eval_uri: str) -> dict[str, dict[str, float]]:
             or OVERALL
         for item in message.metric_keys_and_values:
             key = item.key
-            if key.is_diff or key.model_name not in ("", "candidate") or key.HasField("sub_key") \
-                    or not item.value.HasField("double_value"):
+            if key.is_diff or key.model_name not in ("", "candidate") or not item.value.HasField("double_value"):
                 continue
-            metrics.setdefault(slice_name, {})[key.name] = item.value.double_value.value
+            name = key.name
+            if key.HasField("sub_key"):  # a binarized metric, e.g. the AUC of class 1: "auc/class_1"
+                if not key.sub_key.HasField("class_id"):
+                    continue
+                name = f"{name}/class_{key.sub_key.class_id.value}"
+            metrics.setdefault(slice_name, {})[name] = item.value.double_value.value
     return dict(sorted(metrics.items(), key=lambda kv: (kv[0] != OVERALL, kv[0])))
 
 

@@ -14,15 +14,15 @@ from pipeline.metadata.executions import NodeResult, node_results, outputs_of_ty
 from pipeline.metadata.metrics import eval_metrics, validation_failures
 from pipeline.metadata.properties import properties_of
 
-_REPORTED_TYPES = ("ModelBlessing", "ModelEvaluation", "PushedModel", "tfxsp.ServingValidation")
+_REPORTED_TYPES = ("Examples", "ModelBlessing", "ModelEvaluation", "PushedModel", "tfxsp.ServingValidation")
 
 
 @dataclasses.dataclass
 class RunReport:
     run_id: str
     nodes: list[NodeResult]
-    # slice name ("Overall", "species=Adelie", ...) -> accuracy
-    accuracy: dict[str, float] = dataclasses.field(default_factory=dict)
+    # slice name ("Overall", "species=Adelie", ...) -> metric name -> value
+    metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     blessed: bool | None = None
     # Why the Evaluator did not bless, one line per failed threshold.
     validation_failures: list[str] = dataclasses.field(default_factory=list)
@@ -30,12 +30,24 @@ class RunReport:
     pushed_version: str | None = None
     pushed_destination: str | None = None
     eval_uri: str | None = None
+    examples_uri: str | None = None  # CsvExampleGen's output
     # The ServingValidator's report.json (outcome, reason, checks, latency, rollback), when it ran.
     serving_validation: dict | None = None
 
     @property
     def failed_nodes(self) -> list[str]:
         return [n.node_id for n in self.nodes if n.state == "failed"]
+
+    @property
+    def gate_metric(self) -> str | None:
+        """The metric the blessing gates on (accuracy or RMSE), as the Evaluator computed it."""
+        overall = self.metrics.get("Overall", {})
+        return next((m for m in evaluation.GATE_METRIC.values() if m in overall), None)
+
+    def by_slice(self, metric: str | None = None) -> dict[str, float]:
+        """slice -> the value of `metric` (default: the gating one)."""
+        metric = metric or self.gate_metric
+        return {name: values[metric] for name, values in self.metrics.items() if metric in values}
 
 
 def collect(store: metadata_store.MetadataStore, run_id: str) -> RunReport:
@@ -46,7 +58,12 @@ def collect(store: metadata_store.MetadataStore, run_id: str) -> RunReport:
     report = RunReport(run_id=run_id, nodes=node_results(store, [run])[run.id])
     order = {node.execution_id: i for i, node in enumerate(report.nodes)}
     outputs = outputs_of_types(store, list(order), _REPORTED_TYPES)
-    for _, artifact in sorted(outputs, key=lambda pair: (order[pair[0]], pair[1].id)):
+    node_of = {node.execution_id: node.node_id for node in report.nodes}
+    for execution_id, artifact in sorted(outputs, key=lambda pair: (order[pair[0]], pair[1].id)):
+        if artifact.type == "Examples":
+            if node_of.get(execution_id) == "CsvExampleGen":
+                report.examples_uri = artifact.uri
+            continue
         _read(artifact, report)
     return report
 
@@ -57,9 +74,7 @@ def _read(artifact: mlmd.Artifact, report: RunReport) -> None:
         report.blessed = bool(props.get("blessed"))
     elif artifact.type == "ModelEvaluation":
         report.eval_uri = artifact.uri
-        report.accuracy = {name: metrics[evaluation.ACCURACY_METRIC]
-                           for name, metrics in eval_metrics(artifact.uri).items()
-                           if evaluation.ACCURACY_METRIC in metrics}
+        report.metrics = eval_metrics(artifact.uri)
         report.validation_failures = validation_failures(artifact.uri)
     elif artifact.type == "tfxsp.ServingValidation":
         report.serving_validation = serving_validation_report(artifact)

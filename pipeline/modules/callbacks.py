@@ -1,6 +1,7 @@
 """The Trainer's TensorBoard logs (TFX module file): scalars, graphs, histograms and the embedding projector.
 
-    callbacks(log_dir, vocabularies, hparams, chief)   what model.fit gets
+    callbacks(log_dir, vocabularies, hparams, chief)   what model.fit gets (vocabularies: internal column name ->
+                                                       the labels of its embedding's rows)
     Throughput                                         wall time per epoch, for the training summary
 """
 import os
@@ -15,9 +16,9 @@ from tensorboard.plugins import projector
 from pipeline.modules.model import embedding_layer_name
 
 
-def vocabulary_filename(key: str) -> str:
-    """The projector's metadata file for `key`'s embedding: one vocabulary label per row."""
-    return f"{key}_vocabulary.tsv"
+def vocabulary_filename(internal: str) -> str:
+    """The projector's metadata file for a column's embedding: one vocabulary label per row."""
+    return f"{internal}_vocabulary.tsv"
 
 
 class LearningRateLogger(tf.keras.callbacks.Callback):

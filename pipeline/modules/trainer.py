@@ -27,22 +27,41 @@ TRAIN_FN = "pipeline.modules.trainer:train_and_export"
 
 
 def _input_fn(file_pattern: list[str], data_accessor: tfx.components.DataAccessor,
-              tf_transform_output: tft.TFTransformOutput, batch_size: int,
-              seed: int | None) -> tf.data.Dataset:
-    """Batches of (transformed features, label), repeated indefinitely."""
-    return data_accessor.tf_dataset_factory(
-        file_pattern,
-        tfxio.TensorFlowDatasetOptions(
-            batch_size=batch_size, label_key=features.transformed_name(features.LABEL_KEY),
-            shuffle_seed=seed),
+              tf_transform_output: tft.TFTransformOutput, batch_size: int, seed: int | None) -> tf.data.Dataset:
+    """Batches of (transformed features, label, weight), repeated indefinitely; a row without a label has weight 0
+    (features.py)."""
+    dataset = data_accessor.tf_dataset_factory(
+        file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_XF,
+                                                     shuffle_seed=seed),
         tf_transform_output.transformed_metadata.schema)
+    return dataset.map(lambda x, label: ({k: v for k, v in x.items() if k != features.WEIGHT_KEY}, label,
+                                         x[features.WEIGHT_KEY]))
 
 
-def _vocabulary_labels(tf_transform_output: tft.TFTransformOutput, key: str) -> list[str]:
-    """The vocabulary of a categorical feature, with a label for each out-of-vocabulary bucket."""
-    vocabulary = [v.decode() if isinstance(v, bytes) else v
-                  for v in tf_transform_output.vocabulary_by_name(features.vocabulary_name(key))]
-    return vocabulary + [f"[OOV {i}]" for i in range(features.NUM_OOV_BUCKETS)]
+def _vocabulary(tf_transform_output: tft.TFTransformOutput, name: str) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in tf_transform_output.vocabulary_by_name(name)]
+
+
+def _embedding_labels(tf_transform_output: tft.TFTransformOutput, column: features.Column) -> list[str]:
+    """The labels of a categorical feature's embedding rows: its vocabulary, then its out-of-vocabulary buckets."""
+    vocabulary = _vocabulary(tf_transform_output, column.vocabulary)
+    return ["(missing)" if v == features.MISSING_CATEGORY else v for v in vocabulary] + [
+        f"[OOV {i}]" for i in range(features.NUM_OOV_BUCKETS)]
+
+
+def _label_moments(fn_args: tfx.components.FnArgs, tf_transform_output: tft.TFTransformOutput,
+                   batches: int = 200) -> tuple[float, float]:
+    """Mean and variance of the training labels (of up to `batches` batches of 256: enough to scale the output),
+    so that a regression model predicts z-scores and answers on the label's scale."""
+    total = weight = squares = 0.0
+    for _, label, w in _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, 256,
+                                 seed=None).take(batches):
+        label, w = tf.cast(tf.reshape(label, [-1]), tf.float64), tf.cast(tf.reshape(w, [-1]), tf.float64)
+        total += float(tf.reduce_sum(label * w))
+        squares += float(tf.reduce_sum(label * label * w))
+        weight += float(tf.reduce_sum(w))
+    mean = total / weight if weight else 0.0
+    return mean, max(squares / weight - mean * mean, 1e-12) if weight else 1.0
 
 
 def _train_and_eval_data(fn_args: tfx.components.FnArgs, strategy: tf.distribute.Strategy,
@@ -90,14 +109,15 @@ def _weights_fingerprint(weights: list[np.ndarray]) -> str:
 
 
 def _export(keras_model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
-            class_names: list[str], serving_model_dir: str, chief: bool) -> None:
+            contract: features.DatasetContract, class_names: list[str], serving_model_dir: str, chief: bool) -> None:
     """Exports the serving SavedModel once: the chief to serving_model_dir. Every other worker of a
     multi-worker strategy saves too (saving can run collective ops that need every worker), into
     a temporary folder that it then removes, as in TF's multi-worker Keras guide."""
     export_dir = serving_model_dir if chief else tempfile.mkdtemp(prefix="tfxsp-export-")
     try:
-        tf.saved_model.save(keras_model, export_dir,
-                            signatures=signatures.make_signatures(keras_model, tf_transform_output, class_names))
+        tf.saved_model.save(keras_model, export_dir, signatures=signatures.make_signatures(
+            keras_model, tf_transform_output, contract, class_names))
+        signatures.rename_raw_inputs(export_dir, contract)
     finally:
         if not chief:
             tf.io.gfile.rmtree(export_dir)
@@ -113,10 +133,14 @@ def train_and_export(fn_args: tfx.components.FnArgs) -> dict[str, Any]:
     chief = strategies.is_chief(strategy)
     task = strategies.task_name(strategy)
 
+    contract = features.contract_of(hparams)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    vocabularies = {key: _vocabulary_labels(tf_transform_output, key) for key in features.CATEGORICAL_FEATURE_KEYS}
-    class_names = [v.decode() for v in tf_transform_output.vocabulary_by_name(
-        features.vocabulary_name(features.LABEL_KEY))]
+    vocabularies = {c.internal: _embedding_labels(tf_transform_output, c) for c in contract.categorical}
+    buckets = {c.name: tf_transform_output.num_buckets_for_transformed_feature(c.transformed)
+               for c in contract.categorical}
+    classification = contract.task == features.CLASSIFICATION
+    class_names = _vocabulary(tf_transform_output, contract.label.vocabulary) if classification else []
+    label_moments = (0.0, 1.0) if classification else _label_moments(fn_args, tf_transform_output)
 
     # One step = one batch per replica in sync. With ParameterServerStrategy the replicas in sync are one worker's
     # devices: each step runs on whichever worker is free, `workers` at a time.
@@ -130,7 +154,7 @@ def train_and_export(fn_args: tfx.components.FnArgs) -> dict[str, Any]:
     train_data, eval_data = _train_and_eval_data(fn_args, strategy, tf_transform_output, global_batch_size,
                                                  hparams["random_seed"])
     with strategy.scope():
-        keras_model = model.build_model(vocabularies, len(class_names), hparams)
+        keras_model = model.build_model(contract, buckets, len(class_names), hparams, label_moments)
 
     steps_per_epoch = max(1, fn_args.train_steps // hparams["epochs"])
     throughput = callbacks.Throughput()
@@ -142,7 +166,7 @@ def train_and_export(fn_args: tfx.components.FnArgs) -> dict[str, Any]:
         verbose=0)
     train_seconds = time.perf_counter() - start
 
-    _export(keras_model, tf_transform_output, class_names, fn_args.serving_model_dir, chief)
+    _export(keras_model, tf_transform_output, contract, class_names, fn_args.serving_model_dir, chief)
     summary = _summary(strategy, keras_model, hparams, history, throughput, train_seconds, steps_per_epoch)
     _write_summary(fn_args.model_run_dir, summary, keras_model.get_weights())
     logging.info("Trained (%s): %d steps, %.0f examples/s, final %s", task, summary["steps"],

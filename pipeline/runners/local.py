@@ -8,17 +8,24 @@ from collections.abc import Iterator
 
 from tfx import v1 as tfx
 
+from pipeline import evaluation
 from pipeline.config import ConfigError, PipelineConfig
+from pipeline.modules.features import DatasetContract
 from pipeline.pipeline import TRAINER_MODULE_FILE, TRANSFORM_MODULE_FILE, create_pipeline
 
 
-def bind_pipeline(config: PipelineConfig, *, pipeline_name: str | None = None, pipeline_root: str | None = None,
+def bind_pipeline(config: PipelineConfig, *, contract: DatasetContract | None = None,
+                  pipeline_name: str | None = None, pipeline_root: str | None = None,
                   data_root: str | None = None, serving_model_dir: str | None = None,
                   transform_module_file: str = TRANSFORM_MODULE_FILE, trainer_module_file: str = TRAINER_MODULE_FILE,
                   local_metadata: bool = True, baseline_model_resolver: bool = True) -> tfx.dsl.Pipeline:
     """The one binding of config to create_pipeline, shared by every runner. A runner that runs elsewhere (Kubeflow)
     overrides the name, paths and module files as its pods see them (None keeps the config's local value) and sets
-    local_metadata=False to leave ML Metadata to the cluster."""
+    local_metadata=False to leave ML Metadata to the cluster. `contract`: the dataset contract (None: decided here
+    from config.data_dir's CSV files, pipeline/dataset/analysis.py)."""
+    if contract is None:
+        from pipeline.dataset import analysis
+        contract = analysis.analyze(config).contract
     return create_pipeline(
         pipeline_name=pipeline_name or config.pipeline_name,
         pipeline_root=pipeline_root or config.pipeline_root,
@@ -26,9 +33,9 @@ def bind_pipeline(config: PipelineConfig, *, pipeline_name: str | None = None, p
         serving_model_dir=serving_model_dir or config.serving_model_dir,
         train_steps=config.train_steps,
         eval_steps=config.eval_steps,
+        dataset=contract,
+        blessing=blessing(config, contract),
         custom_config=config.trainer_hparams(),
-        min_accuracy=config.min_accuracy,
-        max_accuracy_drop=config.max_accuracy_drop,
         transform_module_file=transform_module_file,
         trainer_module_file=trainer_module_file,
         beam_pipeline_args=config.beam_pipeline_args(),
@@ -37,7 +44,13 @@ def bind_pipeline(config: PipelineConfig, *, pipeline_name: str | None = None, p
         baseline_model_resolver=baseline_model_resolver)
 
 
-def run(config: PipelineConfig) -> None:
+def blessing(config: PipelineConfig, contract: DatasetContract) -> evaluation.Blessing:
+    """The thresholds the Evaluator applies, from the configuration and the data."""
+    return evaluation.blessing(contract, config.min_accuracy, config.max_accuracy_drop, config.max_rmse,
+                               config.max_rmse_increase, config.baseline_margin, config.bundled_example)
+
+
+def run(config: PipelineConfig, contract: DatasetContract | None = None) -> None:
     """Runs every component in order; raises the first component's error."""
     if config.beam_runner == "dataflow":
         raise ConfigError("beam_runner=dataflow runs on Google Cloud workers, which cannot read this machine's "
@@ -47,7 +60,7 @@ def run(config: PipelineConfig) -> None:
     # (`tfxsp run ... -v`: absl's -v/--verbosity) would swallow the first Beam option.
     argv, sys.argv = sys.argv, sys.argv[:1]
     try:
-        tfx.orchestration.LocalDagRunner().run(bind_pipeline(config))
+        tfx.orchestration.LocalDagRunner().run(bind_pipeline(config, contract=contract))
     finally:
         sys.argv = argv
 

@@ -128,7 +128,9 @@ def test_served_version_traces_back_to_the_csv_folder(pipeline):
     params = chain["trainer"]["parameters"]
     # ... plus the hash of the code the Trainer runs, which puts that code into TFX's cache key.
     assert params["custom_config"] == {**pipeline.config.trainer_hparams(),
+                                       "dataset": params["custom_config"]["dataset"],
                                        "code_fingerprint": code_fingerprint.fingerprint(code_fingerprint.TRAINER_CODE)}
+    assert params["custom_config"]["dataset"]["label"]["name"] == "species"
     assert params["train_args"] == {"num_steps": pipeline.config.train_steps}
     assert params["module_path"].startswith("trainer@")
     # The people's view of the same trace.

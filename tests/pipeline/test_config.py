@@ -24,9 +24,15 @@ def test_precedence_defaults_then_environment_then_set():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"nope": "1"}, "unknown config key 'nope'"),
-    ({"epochs": "many"}, "'epochs' = 'many': expected a int"),
+    ({"epochs": "many"}, "'epochs' = 'many': expected an int"),
     ({"epochs": "0"}, "'epochs' = 0: must be >= 1"),
     ({"min_accuracy": "1.5"}, "'min_accuracy' = 1.5: must be between 0 and 1"),
+    ({"min_accuracy": "most"}, "'min_accuracy' = 'most': expected a float or nothing (unset)"),
+    ({"task": "clustering"}, "'task' = 'clustering': must be one of auto, classification, regression"),
+    ({"label": " "}, "'label' = ' ': must name the label column"),
+    ({"column_roles": '{"x": "feature"}'}, "'x': a role is one of numeric, categorical, ignored"),
+    ({"column_roles": "[1]"}, "expected a JSON object of column -> role"),
+    ({"slice_by": "[1, 2]"}, "expected a list of column names"),
     ({"strategy": "magic"}, "'strategy' = 'magic': must be one of"),
     ({"rest_port": "8500"}, "'rest_port' = 8500: must differ from grpc_port"),
     ({"grpc_port": "70000"}, "must be a TCP port"),

@@ -155,12 +155,18 @@ def test_arguments_carry_the_cluster_paths_and_the_configuration(compiled):
     push = json.loads(_param(tasks["Pusher"], "push_destination").string_value)
     assert push["filesystem"]["base_directory"] == "gs://ml-bucket/serving/penguin"
     assert json.loads(_param(tasks["Trainer"], "train_args").string_value) == {"num_steps": 123}
+    # The training settings, the dataset contract decided from the data (the same as Transform's), and the hash of
+    # the code the Trainer runs.
     custom_config = json.loads(_param(tasks["Trainer"], "custom_config").string_value)
-    assert custom_config == {**config.trainer_hparams(), "code_fingerprint": custom_config["code_fingerprint"]}
+    contract = json.loads(_param(tasks["Transform"], "custom_config").string_value)["dataset"]
+    assert custom_config == {**config.trainer_hparams(), "dataset": contract,
+                             "code_fingerprint": custom_config["code_fingerprint"]}
+    assert contract["label"]["name"] == "species" and contract["task"] == "classification"
     assert re.fullmatch(r"[0-9a-f]{64}", custom_config["code_fingerprint"])
     eval_config = json.loads(_param(tasks["Evaluator"], "eval_config").string_value)
-    threshold = eval_config["metrics_specs"][0]["metrics"][1]["per_slice_thresholds"][0]
-    assert threshold["threshold"]["value_threshold"]["lower_bound"] == config.min_accuracy
+    accuracy = next(m for m in eval_config["metrics_specs"][0]["metrics"]
+                    if m["class_name"] == "SparseCategoricalAccuracy")
+    assert accuracy["per_slice_thresholds"][0]["threshold"]["value_threshold"]["lower_bound"] == 0.9
 
 
 def test_module_files_are_named_where_the_image_has_them(compiled):

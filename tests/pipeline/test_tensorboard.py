@@ -21,6 +21,7 @@ from google.protobuf import text_format
 from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.plugins.projector import ProjectorConfig
 
+from pipeline.modules import model
 from pipeline.training import network
 from tests.support import training as fixtures
 
@@ -100,8 +101,9 @@ def _vocabulary(run, key):
     from pipeline.modules import features
     root = os.path.join(run.pipeline_root, "Transform", "transform_graph")
     [graph] = [os.path.join(root, d) for d in os.listdir(root)]
-    labels = tft.TFTransformOutput(graph).vocabulary_by_name(features.vocabulary_name(key))
-    return [v.decode() for v in labels] + [f"[OOV {i}]" for i in range(features.NUM_OOV_BUCKETS)]
+    labels = tft.TFTransformOutput(graph).vocabulary_by_name(f"{key}_vocab")
+    return (["(missing)" if v.decode() == features.MISSING_CATEGORY else v.decode() for v in labels]
+            + [f"[OOV {i}]" for i in range(features.NUM_OOV_BUCKETS)])
 
 
 def test_projector_config_names_each_embedding_with_its_vocabulary(run):
@@ -111,14 +113,14 @@ def test_projector_config_names_each_embedding_with_its_vocabulary(run):
     checkpoint = tf.train.load_checkpoint(tf.train.latest_checkpoint(train_dir))
     shapes = checkpoint.get_variable_to_shape_map()
     assert {e.tensor_name for e in config.embeddings} == {
-        "island_embedding/.ATTRIBUTES/VARIABLE_VALUE", "sex_embedding/.ATTRIBUTES/VARIABLE_VALUE"}
+        f"{key}_embedding/.ATTRIBUTES/VARIABLE_VALUE" for key in ("island", "sex", "year")}
     for embedding in config.embeddings:
         key = embedding.tensor_name.split("_embedding/")[0]
         labels = open(os.path.join(train_dir, embedding.metadata_path)).read().splitlines()
         assert embedding.metadata_path == f"{key}_vocabulary.tsv"
         assert labels == _vocabulary(run, key)
         # One row of the embedding matrix per label, in the checkpoint the projector reads.
-        assert shapes[embedding.tensor_name] == [len(labels), 4]
+        assert shapes[embedding.tensor_name] == [len(labels), model.embedding_width(len(labels), most=4)]
 
 
 def _get(base, path):
