@@ -8,7 +8,8 @@ accepted and reported as ignored when set.
 
 One flag is added: ``--bind_address`` (default ``127.0.0.1``), the interface both ports listen on.
 The reference always listens on every interface; a local tool should not, unless asked.
-And one limit: ``--rest_api_max_body_bytes`` (default 64 MiB) caps REST request bodies.
+And limits: ``--rest_api_max_body_bytes`` (default 64 MiB) caps REST request bodies,
+``--max_request_elements`` (default 2^27) the tensor elements of one request (see ``serving.limits``).
 
 Everything that can be checked without TensorFlow is checked before it is imported (about two
 seconds), so a wrong configuration fails at once with a clear message and exit status 255:
@@ -28,6 +29,7 @@ import warnings
 from typing import Any
 
 from serving import config as config_lib
+from serving import limits as limits_lib
 from serving.errors import ServingError, StartupError
 from serving.options import ManagerOptions, RestOptions, ServerOptions, TfLiteOptions
 
@@ -87,6 +89,9 @@ FLAGS = [
          "the reference listens on all interfaces). Use 0.0.0.0 to accept remote clients."),
     Flag("rest_api_max_body_bytes", int, 64 * 1024 * 1024, "Largest accepted REST request body (embedded server "
          "only)."),
+    Flag("max_request_elements", int, limits_lib.DEFAULT_MAX_REQUEST_ELEMENTS, "Most tensor elements one request "
+         "may hold, all inputs together; more is refused with RESOURCE_EXHAUSTED (REST: 413) before decoding "
+         "(embedded server only)."),
     # Accepted for compatibility, no effect here.
     Flag("enable_model_warmup", bool, True, "Enables model warmup.", supported=False),
     Flag("enable_grpc_healthcheck_service", bool, False, "Enable the standard gRPC healthcheck service.",
@@ -261,6 +266,9 @@ def build_options(values: dict[str, Any]) -> ServerOptions:
         rest_port = 0
     if monitoring.prometheus_enabled and not rest_port:
         logging.getLogger("serving").warning("Prometheus monitoring needs --rest_api_port; it is not exported")
+    for name in ("rest_api_max_body_bytes", "max_request_elements"):
+        if values[name] <= 0:
+            raise StartupError(f"INVALID_ARGUMENT: --{name} must be positive; got {values[name]}")
     for port in (values["port"], rest_port):
         if port:
             check_port_free(values["bind_address"], port)
@@ -293,6 +301,7 @@ def build_options(values: dict[str, Any]) -> ServerOptions:
         enable_signature_method_name_check=values["enable_signature_method_name_check"],
         enable_serialization_as_tensor_content=values["enable_serialization_as_tensor_content"],
         enable_profiler=values["enable_profiler"],
+        limits=limits_lib.Limits(max_request_elements=values["max_request_elements"]),
     )
 
 

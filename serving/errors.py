@@ -96,6 +96,21 @@ class ServingError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
+class RequestTooLarge(ServingError):
+    """A request over one of the server's size limits: RESOURCE_EXHAUSTED on gRPC, 413 on REST.
+
+    (``ToHTTPStatusCode`` would say 429, which tells a client to slow down; 413 tells it the request itself
+    is too large, which is what happened.)
+    """
+
+    def __init__(self, message: str):
+        super().__init__(Code.RESOURCE_EXHAUSTED, message)
+
+    @property
+    def http_status(self) -> int:
+        return 413
+
+
 def http_status(code: Code) -> int:
     return _HTTP_STATUS.get(Code(code), 500)
 

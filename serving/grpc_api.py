@@ -10,6 +10,7 @@ grpcio's generic UNKNOWN.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -29,6 +30,7 @@ from tensorflow_serving.apis import (
 from serving import model_info, tensor_codec
 from serving.errors import Code, ServingError, from_exception, invalid_argument
 from serving.inference import Inference
+from serving.limits import Limits, check_request_elements
 from serving.model_manager import ModelManager
 from serving.monitoring import Metrics
 from serving.servable import DEFAULT_SIGNATURE
@@ -72,11 +74,12 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 class GrpcApi:
     def __init__(self, manager: ModelManager, inference: Inference, metrics: Metrics,
-                 tensor_content_outputs: bool = False):
+                 tensor_content_outputs: bool = False, limits: Limits | None = None):
         self._manager = manager
         self._inference = inference
         self._metrics = metrics
         self._tensor_content = tensor_content_outputs
+        self._limits = limits or Limits()
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         def unary(method, request_type, response_type):
@@ -116,7 +119,7 @@ class GrpcApi:
                 signature = self._inference.predict_signature(handle.servable, spec.signature_name)
                 plan = self._inference.plan_predict(handle.servable, signature, request.inputs.keys(),
                                                     request.output_filter)
-                inputs = {alias: _array(alias, proto) for alias, proto in request.inputs.items()}
+                inputs = _arrays(request.inputs, self._limits)
                 outputs = await self._inference.predict(handle.servable, plan, inputs, _deadline(context))
                 response = predict_pb2.PredictResponse()
                 _set_model_spec(response.model_spec, spec.name, signature.key, handle.version)
@@ -242,11 +245,18 @@ def _model_spec(request):
     return request.model_spec
 
 
-def _array(alias: str, proto):
-    try:
-        return tensor_codec.array_from_proto(proto)
-    except ValueError:
-        raise invalid_argument(f"tensor parsing error: {alias}") from None
+def _arrays(protos, limits: Limits) -> dict:
+    """The request's input tensors, every one checked (and the element cap) before any is decoded."""
+    total = 0
+    for alias, proto in protos.items():
+        try:
+            total += math.prod(tensor_codec.check_proto(proto))
+        except tensor_codec.ImpliedValuesTooLarge as e:
+            raise invalid_argument(f"tensor parsing error: {alias}: {e}") from None
+        except ValueError:
+            raise invalid_argument(f"tensor parsing error: {alias}") from None
+    check_request_elements(total, limits)
+    return {alias: tensor_codec.array_from_proto(proto) for alias, proto in protos.items()}
 
 
 def _set_model_spec(spec, name: str, signature_name: str, version: int) -> None:

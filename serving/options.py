@@ -7,6 +7,7 @@ import os
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.config import BatchingOptions
+from serving.limits import Limits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,3 +53,4 @@ class ServerOptions:
     enable_serialization_as_tensor_content: bool = False
     enable_profiler: bool = True
     request_threads: int = max(8, 4 * (os.cpu_count() or 1))
+    limits: Limits = Limits()

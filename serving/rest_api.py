@@ -24,8 +24,9 @@ from aiohttp import web
 from tensorflow_serving.apis import input_pb2
 
 from serving import model_info, tensor_codec
-from serving.errors import Code, ServingError, from_exception, invalid_argument
+from serving.errors import Code, RequestTooLarge, ServingError, from_exception, invalid_argument
 from serving.inference import Inference
+from serving.limits import Limits, check_request_elements
 from serving.model_manager import ModelManager
 from serving.monitoring import Metrics
 from serving.options import RestOptions
@@ -64,11 +65,13 @@ class _Route:
 
 
 class RestApi:
-    def __init__(self, manager: ModelManager, inference: Inference, metrics: Metrics, options: RestOptions):
+    def __init__(self, manager: ModelManager, inference: Inference, metrics: Metrics, options: RestOptions,
+                 limits: Limits | None = None):
         self._manager = manager
         self._inference = inference
         self._metrics = metrics
         self._options = options
+        self._limits = limits or Limits()
 
     def server(self) -> web.Server:
         """A low-level aiohttp server: every request reaches ``_handle``, which routes as TF Serving does."""
@@ -115,7 +118,7 @@ class RestApi:
         try:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise _TooLarge(
+            raise RequestTooLarge(
                 f"Request body is larger than the limit of {self._options.max_body_bytes} bytes "
                 "(--rest_api_max_body_bytes)"
             ) from None
@@ -146,6 +149,7 @@ class RestApi:
             has_bool_tokens = b"true" in body or b"false" in body
             inputs, request_format = tensor_codec.predict_inputs_from_json(doc, signature.input_dtypes,
                                                                            has_bool_tokens)
+            check_request_elements(sum(array.size for array in inputs.values()), self._limits)
             plan = self._inference.plan_predict(handle.servable, signature, inputs.keys())
             outputs = await self._inference.predict(handle.servable, plan, inputs, self._deadline())
         return tensor_codec.predict_response_json(outputs, request_format)
@@ -183,17 +187,6 @@ class RestApi:
             return web.Response(status=400, text=f"Unexpected path: {path}. Should be {expected}",
                                 content_type="text/plain")
         return web.Response(body=self._metrics.exposition(), content_type="text/plain")
-
-
-class _TooLarge(ServingError):
-    """An oversized body: HTTP 413 (the API has no status code of its own for it)."""
-
-    def __init__(self, message: str):
-        super().__init__(Code.RESOURCE_EXHAUSTED, message)
-
-    @property
-    def http_status(self) -> int:
-        return 413
 
 
 def _unexpected(error: Exception, request: web.BaseRequest) -> ServingError:

@@ -194,7 +194,7 @@ def _signature(key: str, sig: meta_graph_pb2.SignatureDef) -> Signature:
     defaults = {}
     for alias, proto in sig.defaults.items():
         try:
-            defaults[alias] = tensor_codec.array_from_proto(proto)
+            defaults[alias] = tensor_codec.array_from_proto(proto, max_implied_bytes=None)  # the model's own
         except ValueError:
             pass  # an unusable default behaves as no default: the input must then be sent
     return Signature(key, sig.method_name, specs(sig.inputs), specs(sig.outputs), defaults, sig)

@@ -85,7 +85,8 @@ class Server:
             *options.grpc_channel_arguments,
         ]
         server = grpc.aio.server(options=channel_options)
-        api = GrpcApi(self.manager, self._inference, self.metrics, options.enable_serialization_as_tensor_content)
+        api = GrpcApi(self.manager, self._inference, self.metrics, options.enable_serialization_as_tensor_content,
+                      options.limits)
         server.add_generic_rpc_handlers(api.handlers())
         if options.enable_profiler:
             self._profiler = ProfilerService()
@@ -103,7 +104,7 @@ class Server:
 
     async def _start_rest(self) -> None:
         options = self._options
-        api = RestApi(self.manager, self._inference, self.metrics, options.rest)
+        api = RestApi(self.manager, self._inference, self.metrics, options.rest, options.limits)
         runner = web.ServerRunner(api.server(), handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, options.bind_address, options.rest_api_port)

@@ -118,50 +118,187 @@ def dtype_of_array(array: np.ndarray) -> int:
 # TensorProto <-> numpy
 
 
-def array_from_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """``Tensor::FromProto``: either encoding, short value lists repeat their last value.
+# The most dimensions a tensor may have here: numpy's limit (TensorFlow's is 254).
+MAX_RANK = 32
+# A TensorProto whose value list is shorter than its shape repeats its last value (zeros when it has
+# none): the values it leaves implicit may take at most this much memory once decoded. The reference
+# allocates whatever the shape declares; here a request cannot make the server allocate what it did
+# not send.
+MAX_IMPLIED_BYTES = 1 << 20
+_INT64_MAX = 2**63 - 1
+# Bytes per element of a string tensor beyond the string itself (numpy's pointer, TF's tstring).
+_STRING_ELEMENT_OVERHEAD = 32
+# Value lists are converted this many values at a time, so that no single call holds the GIL for
+# long (the event loop keeps answering while a worker thread converts a large tensor).
+_CHUNK = 1 << 16
+# Packed fixed-width value fields: (field number, little-endian wire dtype). Converting these through
+# their wire bytes costs a memcpy instead of one Python float per value.
+_PACKED_FIXED = {
+    "float_val": (5, np.dtype("<f4")),
+    "double_val": (6, np.dtype("<f8")),
+    "scomplex_val": (9, np.dtype("<f4")),
+    "dcomplex_val": (12, np.dtype("<f8")),
+}
 
-    Raises ValueError for a proto the reference server would refuse ("tensor parsing error").
+
+class ImpliedValuesTooLarge(ValueError):
+    """A TensorProto's shape asks for far more values than it carries."""
+
+
+def declared_shape(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
+    """The shape a TensorProto declares, checked as ``TensorShape`` does (no allocation).
+
+    Raises ValueError for an unknown rank, a negative dimension, too many dimensions or more than
+    2^63-1 elements.
+    """
+    if proto.tensor_shape.unknown_rank:
+        raise ValueError("unknown rank")
+    dims = proto.tensor_shape.dim
+    if len(dims) > MAX_RANK:
+        raise ValueError(f"rank {len(dims)} is more than {MAX_RANK}")
+    shape = tuple(d.size for d in dims)
+    if any(size < 0 for size in shape):
+        raise ValueError("negative dimension")
+    if math.prod(shape) > _INT64_MAX:
+        raise ValueError("more than 2^63-1 elements")
+    return shape
+
+
+def check_proto(proto: tensor_pb2.TensorProto, max_implied_bytes: int | None = MAX_IMPLIED_BYTES) -> tuple[int, ...]:
+    """Everything ``array_from_proto`` checks, without allocating: returns the declared shape.
+
+    Raises ValueError for a proto the reference server would refuse ("tensor parsing error"), and
+    ImpliedValuesTooLarge when the values a short value list leaves implicit would take more than
+    ``max_implied_bytes`` once decoded (None: no limit, for a model's own signature defaults).
     """
     entry = _PROTO_FIELD.get(proto.dtype)
     if entry is None:
         raise ValueError(f"unsupported dtype {dtype_string(proto.dtype)}")
     field, np_dtype = entry
-    if proto.tensor_shape.unknown_rank:
-        raise ValueError("unknown rank")
-    shape = tuple(d.size for d in proto.tensor_shape.dim)
-    if any(size < 0 for size in shape):
-        raise ValueError("negative dimension")
+    shape = declared_shape(proto)
     count = math.prod(shape)
     if proto.tensor_content:
         if proto.dtype == types_pb2.DT_STRING:
             raise ValueError("string tensor_content is not supported")
         if len(proto.tensor_content) != count * np_dtype.itemsize:
             raise ValueError("tensor_content size does not match the shape")
-        return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape)
+        return shape
     values = getattr(proto, field)
-    if proto.dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
-        flat = np.array(values, dtype=np.uint16).view(np_dtype)
-    elif proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
-        pairs = np.array(values, dtype=np.float64)
-        if pairs.size % 2:
+    carried = len(values)
+    if proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+        if carried % 2:
             raise ValueError("odd number of complex components")
-        flat = (pairs[0::2] + 1j * pairs[1::2]).astype(np_dtype)
+        carried //= 2
+    if carried > count:
+        raise ValueError("more values than the shape holds")
+    implied = count - carried
+    if max_implied_bytes is not None and implied:
+        if proto.dtype == types_pb2.DT_STRING:
+            element_bytes = _STRING_ELEMENT_OVERHEAD + (len(values[-1]) if carried else 0)
+        else:
+            element_bytes = np_dtype.itemsize
+        if implied * element_bytes > max_implied_bytes:
+            raise ImpliedValuesTooLarge(
+                f"its shape {shape_string(shape)} holds {count} values but it carries {carried}; the {implied} "
+                f"values it leaves implicit would take {implied * element_bytes} bytes, more than the "
+                f"{max_implied_bytes} this server fills in (send the values, or use tensor_content)"
+            )
+    return shape
+
+
+def array_from_proto(proto: tensor_pb2.TensorProto, max_implied_bytes: int | None = MAX_IMPLIED_BYTES) -> np.ndarray:
+    """``Tensor::FromProto``: either encoding, short value lists repeat their last value.
+
+    Raises as ``check_proto`` does, before allocating anything of the declared size.
+    """
+    shape = check_proto(proto, max_implied_bytes)
+    field, np_dtype = _PROTO_FIELD[proto.dtype]
+    count = math.prod(shape)
+    if proto.tensor_content:
+        return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape)
+    if proto.dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
+        flat = _values_array(proto.half_val, np.dtype(np.uint16)).view(np_dtype)
+    elif proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+        pairs = _packed_values(proto, field)
+        flat = pairs.view(np_dtype) if pairs.size else np.empty(0, np_dtype)
     elif proto.dtype == types_pb2.DT_STRING:
+        values = proto.string_val
         flat = np.empty(len(values), dtype=object)
-        flat[:] = list(values)
+        for i in range(0, len(values), _CHUNK):
+            flat[i:i + _CHUNK] = values[i:i + _CHUNK]
+    elif field in _PACKED_FIXED:
+        flat = _packed_values(proto, field).astype(np_dtype, copy=False)
     else:
-        flat = np.array(values, dtype=np_dtype)
+        flat = _values_array(getattr(proto, field), np_dtype)
     if flat.size == count:
         return flat.reshape(shape)
-    if flat.size > count:
-        raise ValueError("more values than the shape holds")
     if flat.size == 0:
         return np.zeros(shape, dtype=np_dtype) if proto.dtype != types_pb2.DT_STRING else _strings(shape, b"")
     padded = np.empty(count, dtype=np_dtype)
     padded[: flat.size] = flat
     padded[flat.size :] = flat[-1]
     return padded.reshape(shape)
+
+
+def _values_array(values, np_dtype: np.dtype) -> np.ndarray:
+    """A repeated scalar field as an array, converted a chunk at a time."""
+    if len(values) <= _CHUNK:
+        return np.array(values, dtype=np_dtype)
+    flat = np.empty(len(values), dtype=np_dtype)
+    for i in range(0, len(values), _CHUNK):
+        flat[i:i + _CHUNK] = values[i:i + _CHUNK]
+    return flat
+
+
+def _packed_values(proto: tensor_pb2.TensorProto, field: str) -> np.ndarray:
+    """A fixed-width value field read from its packed wire bytes (``[re, im, ...]`` for complex)."""
+    number, wire_dtype = _PACKED_FIXED[field]
+    native = wire_dtype.newbyteorder("=")
+    values = getattr(proto, field)
+    if len(values) <= _CHUNK:
+        return np.array(values, dtype=native)
+    # The value field is the proto's only large one (tensor_content is empty here): serializing the
+    # proto is a memcpy of it, and its top-level fields are few.
+    data = proto.SerializeToString()
+    pieces = []
+    offset = 0
+    while offset < len(data):
+        key, offset = _read_varint(data, offset)
+        wire_type = key & 7
+        if wire_type == 0:
+            _, offset = _read_varint(data, offset)
+        elif wire_type == 2:
+            length, offset = _read_varint(data, offset)
+            if key >> 3 == number:
+                pieces.append(np.frombuffer(data, dtype=wire_dtype, count=length // wire_dtype.itemsize,
+                                            offset=offset))
+            offset += length
+        else:  # an unpacked fixed-width value or something unexpected: the slow, certain way
+            return _values_array(values, native)
+    flat = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    if flat.size != len(values):
+        return _values_array(values, native)
+    return flat.astype(native, copy=False)
+
+
+def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, offset
+        shift += 7
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray, as_tensor_content: bool = False) -> None:
@@ -174,17 +311,27 @@ def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray, as_tensor_conte
     for size in array.shape:
         dims.add(size=size)
     field = _PROTO_FIELD[dtype][0]
+    flat = array.ravel()
     if dtype == types_pb2.DT_STRING:
-        proto.string_val.extend(_as_bytes(v) for v in array.ravel())
+        for i in range(0, flat.size, _CHUNK):
+            proto.string_val.extend([_as_bytes(v) for v in flat[i:i + _CHUNK]])
     elif as_tensor_content:
         proto.tensor_content = np.ascontiguousarray(array).tobytes()
-    elif dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
-        proto.half_val.extend(array.ravel().view(np.uint16).tolist())
-    elif dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
-        flat = array.ravel()
-        getattr(proto, field).extend(np.stack([flat.real, flat.imag], axis=-1).ravel().tolist())
+    elif field in _PACKED_FIXED and flat.size > _CHUNK:
+        # One packed field parsed from its wire bytes, rather than one Python float per value.
+        number, wire_dtype = _PACKED_FIXED[field]
+        if dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+            flat = np.stack([flat.real, flat.imag], axis=-1)
+        payload = np.ascontiguousarray(flat, dtype=wire_dtype).tobytes()
+        proto.MergeFromString(_varint(number << 3 | 2) + _varint(len(payload)) + payload)
     else:
-        getattr(proto, field).extend(array.ravel().tolist())
+        if dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
+            flat = flat.view(np.uint16)
+        elif dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+            flat = np.stack([flat.real, flat.imag], axis=-1).ravel()
+        values = getattr(proto, field)
+        for i in range(0, flat.size, _CHUNK):
+            values.extend(flat[i:i + _CHUNK].tolist())
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -474,6 +621,7 @@ def _add_instance(name: str, value: Any, input_dtypes: Mapping[str, int], builde
         raise invalid_argument(f"JSON object: does not have named input: {name}")
     dtype = input_dtypes[name]
     shape = _dense_shape(value)
+    _check_rank(value, len(shape), MAX_RANK - 1)  # one more dimension for the batch
     values: list = []
     _fill(value, 0, shape, dtype, values)
     batch = builders.get(name)
@@ -509,6 +657,7 @@ def _json_tensor(value: Any, dtype: int, has_bool_tokens: bool) -> np.ndarray:
     if array is not None:
         return array
     shape = _dense_shape(value)
+    _check_rank(value, len(shape), MAX_RANK)
     values: list = []
     _fill(value, 0, shape, dtype, values)
     return _make_array(values, shape, dtype)
@@ -547,6 +696,16 @@ def _dense_shape(value: Any) -> tuple[int, ...]:
             break
         value = value[0]
     return tuple(shape)
+
+
+def _check_rank(value: Any, rank: int, max_rank: int) -> None:
+    # Checked before _fill recurses: deep nesting is a 400, never a stack overflow (the reference's
+    # limit is TensorShape's 254 dimensions; numpy's is 32).
+    if rank > max_rank:
+        raise invalid_argument(
+            f"JSON Value: {debug_string(value)} is nested {rank} levels deep; a tensor here may have at most "
+            f"{max_rank} dimensions"
+        )
 
 
 def _fill(value: Any, level: int, shape: tuple[int, ...], dtype: int, out: list) -> None:

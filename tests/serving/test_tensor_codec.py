@@ -221,6 +221,44 @@ def test_tensor_proto_round_trip_matches_tensorflow(value):
     np.testing.assert_array_equal(tf.make_ndarray(out), value)
 
 
+LARGE = 200_003  # more than one conversion chunk: the packed-wire and chunked paths
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128, np.int32, np.int64, np.uint8,
+                                   np.int8, np.int16, np.uint16, np.uint32, np.uint64, np.float16, np.bool_, object,
+                                   tf.bfloat16.as_numpy_dtype])
+def test_large_typed_value_fields_round_trip(dtype):
+    rng = np.random.default_rng(0)
+    if dtype is object:
+        value = np.array([bytes([i % 256]) * (i % 5) for i in range(LARGE)], object)
+    else:
+        value = (rng.random(LARGE) * 200 - 100) * (rng.random(LARGE) + 1j if np.dtype(dtype).kind == "c" else 1)
+        value = np.abs(value).astype(dtype) if np.dtype(dtype).kind in "ub" else value.astype(dtype)
+    out = tf.make_tensor_proto([0])
+    out.Clear()
+    tensor_codec.fill_proto(out, value.reshape(1, LARGE))
+    assert not out.tensor_content
+    np.testing.assert_array_equal(tf.make_ndarray(out), value.reshape(1, LARGE))  # what TensorFlow reads
+    decoded = tensor_codec.array_from_proto(out)
+    assert decoded.dtype == value.dtype and decoded.shape == (1, LARGE)
+    np.testing.assert_array_equal(decoded.ravel(), value)
+    if dtype is not object:  # a short list in the same encoding still repeats its last value
+        del out.tensor_shape.dim[:]
+        out.tensor_shape.dim.add(size=LARGE + 7)
+        np.testing.assert_array_equal(tensor_codec.array_from_proto(out)[-8:], np.repeat(value[-1:], 8))
+
+
+def test_implied_values_are_limited_before_allocating():
+    ok = tensor_codec.array_from_proto(tf.make_tensor_proto(1.0, shape=[tensor_codec.MAX_IMPLIED_BYTES // 4]))
+    assert ok.shape == (tensor_codec.MAX_IMPLIED_BYTES // 4,) and ok.min() == 1.0
+    with pytest.raises(tensor_codec.ImpliedValuesTooLarge, match=r"shape \[60000000\] holds 60000000 values"):
+        tensor_codec.array_from_proto(tf.make_tensor_proto(1.0, shape=[60_000_000]))
+    with pytest.raises(tensor_codec.ImpliedValuesTooLarge):  # a string's length counts
+        tensor_codec.array_from_proto(tf.make_tensor_proto(b"x" * 4096, shape=[300]))
+    big_default = tensor_codec.array_from_proto(tf.make_tensor_proto(0, shape=[1 << 20]), max_implied_bytes=None)
+    assert big_default.size == 1 << 20  # a model's own defaults are trusted
+
+
 def test_short_value_lists_repeat_the_last_value():
     proto = tf.make_tensor_proto([1.0], shape=[1])
     proto.tensor_shape.dim[0].size = 3
