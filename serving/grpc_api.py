@@ -9,6 +9,8 @@ grpcio's generic UNKNOWN.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import math
 import time
@@ -27,7 +29,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving import model_info, tensor_codec
+from serving import large_json, model_info, tensor_codec, wire
 from serving.errors import Code, ServingError, from_exception, invalid_argument
 from serving.inference import Inference
 from serving.limits import Limits, check_request_elements
@@ -48,14 +50,25 @@ class _Undecodable:
         self.message = f"Failed to parse request as {message_type.DESCRIPTOR.full_name}: {error}"
 
 
-def _deserializer(message_type: type) -> Callable[[bytes], object]:
+class _Large:
+    """A large request's bytes, not parsed yet (see ``serving.wire``)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+
+def _deserializer(message_type: type, keep_large: bool = False) -> Callable[[bytes], object]:
     def parse(data: bytes):
         try:
             return message_type.FromString(data)
         except DecodeError as e:
             return _Undecodable(message_type, e)
 
-    return parse
+    def parse_or_defer(data: bytes):
+        # A large request is parsed by the handler, on a codec thread.
+        return _Large(data) if len(data) > large_json.LARGE_BODY else parse(data)
+
+    return parse_or_defer if keep_large else parse
 
 
 def _version_choice(spec) -> tuple[int | None, str | None]:
@@ -74,25 +87,31 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 class GrpcApi:
     def __init__(self, manager: ModelManager, inference: Inference, metrics: Metrics,
-                 tensor_content_outputs: bool = False, limits: Limits | None = None):
+                 tensor_content_outputs: bool = False, limits: Limits | None = None,
+                 codec: concurrent.futures.Executor | None = None):
         self._manager = manager
         self._inference = inference
         self._metrics = metrics
         self._tensor_content = tensor_content_outputs
         self._limits = limits or Limits()
+        self._codec = codec  # decodes and encodes large messages off the event loop (None: on it)
+
+    async def _off_loop(self, large: bool, function, *args):
+        if not large or self._codec is None:
+            return function(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._codec, function, *args)
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
-        def unary(method, request_type, response_type):
+        def unary(method, request_type, response_type, keep_large=False):
             return grpc.unary_unary_rpc_method_handler(
-                method, request_deserializer=_deserializer(request_type),
-                response_serializer=response_type.SerializeToString,
+                method, request_deserializer=_deserializer(request_type, keep_large), response_serializer=_serialize,
             )
 
         prediction = {
             "Classify": unary(self.Classify, classification_pb2.ClassificationRequest,
                               classification_pb2.ClassificationResponse),
             "Regress": unary(self.Regress, regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
-            "Predict": unary(self.Predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+            "Predict": unary(self.Predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse, keep_large=True),
             "MultiInference": unary(self.MultiInference, inference_pb2.MultiInferenceRequest,
                                     inference_pb2.MultiInferenceResponse),
             "GetModelMetadata": unary(self.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest,
@@ -113,19 +132,29 @@ class GrpcApi:
     # ------------------------------------------------------------------------------ PredictionService
 
     async def Predict(self, request, context):
+        tensors = None
+        large = isinstance(request, _Large)
+        if large:  # parsed on a codec thread, its inputs read from its bytes (serving.wire)
+            request, tensors = await self._off_loop(True, _parse_large_predict, request.data)
+
         async def predict():
+            nonlocal tensors
             spec = _model_spec(request)
             with self._acquire(spec) as handle:
                 signature = self._inference.predict_signature(handle.servable, spec.signature_name)
-                plan = self._inference.plan_predict(handle.servable, signature, request.inputs.keys(),
-                                                    request.output_filter)
-                inputs = _arrays(request.inputs, self._limits)
+                if tensors is None:
+                    tensors = request.inputs
+                plan = self._inference.plan_predict(handle.servable, signature, tensors.keys(), request.output_filter)
+                inputs = await self._off_loop(large, _arrays, tensors, self._limits)
+                del tensors
                 outputs = await self._inference.predict(handle.servable, plan, inputs, _deadline(context))
+                del inputs
                 response = predict_pb2.PredictResponse()
                 _set_model_spec(response.model_spec, spec.name, signature.key, handle.version)
-            for alias, array in outputs.items():
-                tensor_codec.fill_proto(response.outputs[alias], array, self._tensor_content)
-            return response
+            large_output = sum(array.nbytes for array in outputs.values()) > large_json.LARGE_BODY // 4
+            # A large response is also serialized on the codec thread (the serializer passes bytes through).
+            return await self._off_loop(large_output, _fill_outputs, response, outputs, self._tensor_content,
+                                        large_output)
 
         return await self._serve("Predict", request, context, predict)
 
@@ -243,6 +272,32 @@ def _model_spec(request):
     if not request.HasField("model_spec"):
         raise invalid_argument("Missing ModelSpec")
     return request.model_spec
+
+
+def _serialize(response) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def _fill_outputs(response, outputs: dict, tensor_content: bool, serialize: bool):
+    if serialize:  # large: written as bytes, never built as a message (serving.wire)
+        return wire.predict_response_bytes(response, {
+            alias: tensor_codec.serialized_tensor_proto(array, tensor_content) for alias, array in outputs.items()})
+    for alias, array in outputs.items():
+        tensor_codec.fill_proto(response.outputs[alias], array, tensor_content)
+    return response
+
+
+def _parse_large_predict(data: bytes):
+    """(PredictRequest without its inputs, inputs by alias) for a large request; or (_Undecodable, None)."""
+    try:
+        return wire.split_predict_request(data)
+    except (ValueError, UnicodeDecodeError, DecodeError):
+        pass  # not what the fast path reads: protobuf parses it (and reports what is wrong)
+    try:
+        request = predict_pb2.PredictRequest.FromString(data)
+    except DecodeError as e:
+        return _Undecodable(predict_pb2.PredictRequest, e), None
+    return request, dict(request.inputs)  # the map copied here, not on the loop
 
 
 def _arrays(protos, limits: Limits) -> dict:

@@ -13,6 +13,8 @@ refused with 413 and a JSON error.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import re
@@ -23,7 +25,7 @@ import numpy as np
 from aiohttp import web
 from tensorflow_serving.apis import input_pb2
 
-from serving import model_info, tensor_codec
+from serving import large_json, model_info, tensor_codec
 from serving.errors import Code, RequestTooLarge, ServingError, from_exception, invalid_argument
 from serving.inference import Inference
 from serving.limits import Limits, check_request_elements
@@ -66,12 +68,19 @@ class _Route:
 
 class RestApi:
     def __init__(self, manager: ModelManager, inference: Inference, metrics: Metrics, options: RestOptions,
-                 limits: Limits | None = None):
+                 limits: Limits | None = None, codec: concurrent.futures.Executor | None = None):
         self._manager = manager
         self._inference = inference
         self._metrics = metrics
         self._options = options
         self._limits = limits or Limits()
+        self._codec = codec  # decodes and encodes large bodies off the event loop (None: on it)
+
+    async def _off_loop(self, large: bool, function, *args):
+        """``function(*args)``: on a codec thread when the data is large, so the loop keeps answering."""
+        if not large or self._codec is None:
+            return function(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._codec, function, *args)
 
     def server(self) -> web.Server:
         """A low-level aiohttp server: every request reaches ``_handle``, which routes as TF Serving does."""
@@ -138,32 +147,39 @@ class RestApi:
         return model_info.status_json(model_info.status_response(versions))
 
     async def _predict(self, route: _Route, body: bytes) -> bytes:
-        doc = tensor_codec.parse_json_object(body)
-        signature_name = tensor_codec.signature_name_from_json(doc) or DEFAULT_SIGNATURE
-        with self._manager.acquire(route.model_name, route.version, route.label) as handle:
-            signature = handle.servable.signatures.get(signature_name)
-            if signature is None:
-                raise invalid_argument(f'Serving signature name: "{signature_name}" not found in signature def')
-            if not signature.inputs:
-                raise invalid_argument(f"Failed to get input map for signature: {signature_name}")
-            has_bool_tokens = b"true" in body or b"false" in body
-            inputs, request_format = tensor_codec.predict_inputs_from_json(doc, signature.input_dtypes,
-                                                                           has_bool_tokens)
-            check_request_elements(sum(array.size for array in inputs.values()), self._limits)
-            plan = self._inference.plan_predict(handle.servable, signature, inputs.keys())
-            outputs = await self._inference.predict(handle.servable, plan, inputs, self._deadline())
-        return tensor_codec.predict_response_json(outputs, request_format)
+        large = len(body) > large_json.LARGE_BODY
+        # The parsed document stays in `parsed` and is freed on the codec thread too: freeing millions of
+        # JSON values takes long enough to stall the loop.
+        with large_json.collector_paused() if large else contextlib.nullcontext():
+            parsed = await self._off_loop(large, _ParsedBody, body)
+            try:
+                signature_name = parsed.signature_name or DEFAULT_SIGNATURE
+                with self._manager.acquire(route.model_name, route.version, route.label) as handle:
+                    signature = handle.servable.signatures.get(signature_name)
+                    if signature is None:
+                        raise invalid_argument(
+                            f'Serving signature name: "{signature_name}" not found in signature def')
+                    if not signature.inputs:
+                        raise invalid_argument(f"Failed to get input map for signature: {signature_name}")
+                    inputs, request_format = await self._off_loop(large, parsed.predict_inputs,
+                                                                  signature.input_dtypes)
+                    outputs = await self._run_predict(handle, signature, inputs)
+            finally:
+                if parsed.doc is not None:
+                    await self._off_loop(large, parsed.release)
+        large_output = sum(array.nbytes for array in outputs.values()) > large_json.LARGE_BODY // 4
+        with large_json.collector_paused() if large_output else contextlib.nullcontext():
+            return await self._off_loop(large_output, tensor_codec.predict_response_json, outputs, request_format)
+
+    async def _run_predict(self, handle, signature, inputs) -> dict:
+        check_request_elements(sum(array.size for array in inputs.values()), self._limits)
+        plan = self._inference.plan_predict(handle.servable, signature, inputs.keys())
+        return await self._inference.predict(handle.servable, plan, inputs, self._deadline())
 
     async def _classify_or_regress(self, route: _Route, body: bytes) -> bytes:
-        doc = tensor_codec.parse_json_object(body)
-        signature_name = tensor_codec.signature_name_from_json(doc)
-        examples, context = tensor_codec.examples_from_json(doc, route.verb)
-        model_input = input_pb2.Input()
-        if context is None:
-            model_input.example_list.examples.extend(examples)
-        else:
-            model_input.example_list_with_context.context.CopyFrom(context)
-            model_input.example_list_with_context.examples.extend(examples)
+        large = len(body) > large_json.LARGE_BODY
+        with large_json.collector_paused() if large else contextlib.nullcontext():
+            signature_name, model_input = await self._off_loop(large, _examples_input, body, route.verb)
         with self._manager.acquire(route.model_name, route.version, route.label) as handle:
             if route.verb == "classify":
                 result = await self._inference.classify(handle.servable, signature_name, model_input, self._deadline())
@@ -187,6 +203,41 @@ class RestApi:
             return web.Response(status=400, text=f"Unexpected path: {path}. Should be {expected}",
                                 content_type="text/plain")
         return web.Response(body=self._metrics.exposition(), content_type="text/plain")
+
+
+class _ParsedBody:
+    """A predict body's JSON document, parsed (and later converted and freed) where the caller chooses."""
+
+    def __init__(self, body: bytes):
+        self.doc = tensor_codec.parse_json_object(body)
+        self.has_bool_tokens = tensor_codec.has_bool_tokens(body)
+        try:
+            self.signature_name = tensor_codec.signature_name_from_json(self.doc)
+        except ServingError:
+            self.release()
+            raise
+
+    def predict_inputs(self, input_dtypes) -> tuple[dict, str]:
+        try:
+            return tensor_codec.predict_inputs_from_json(self.doc, input_dtypes, self.has_bool_tokens)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        self.doc = None
+
+
+def _examples_input(body: bytes, verb: str) -> tuple[str, input_pb2.Input]:
+    doc = tensor_codec.parse_json_object(body)
+    signature_name = tensor_codec.signature_name_from_json(doc)
+    examples, context = tensor_codec.examples_from_json(doc, verb)
+    model_input = input_pb2.Input()
+    if context is None:
+        model_input.example_list.examples.extend(examples)
+    else:
+        model_input.example_list_with_context.context.CopyFrom(context)
+        model_input.example_list_with_context.examples.extend(examples)
+    return signature_name, model_input
 
 
 def _unexpected(error: Exception, request: web.BaseRequest) -> ServingError:

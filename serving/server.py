@@ -3,7 +3,9 @@
 Start-up follows spec §1.2: load every configured model first (``ModelManager.start`` waits until
 each has a version AVAILABLE), and only then open the gRPC port and the REST port, so a client that
 can connect can be served. TensorFlow work never runs on the loop: model runs go to a thread pool
-(directly or through the batch scheduler), loads to the manager's loader thread.
+(directly or through the batch scheduler), loads to the manager's loader thread. Neither does the
+decoding or encoding of a large request or response (over ``large_json.LARGE_BODY``): it goes to
+two codec threads, and works in pieces short enough that the loop still gets the GIL in between.
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ class Server:
         self.metrics = Metrics()
         threads = options.request_threads + (options.batching.num_batch_threads if options.batching else 0)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model-run")
+        # Decoding and encoding of large requests, off the event loop (serving.large_json).
+        self._codec = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="codec")
         runner = (BatchScheduler(options.batching, self._executor, self.metrics) if options.batching
                   else DirectRunner(self._executor))
         self.manager = ModelManager(options.manager, self.metrics)
@@ -73,6 +77,7 @@ class Server:
             self._profiler.close()
         await self.manager.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._codec.shutdown(wait=True, cancel_futures=True)
 
     async def _start_grpc(self) -> None:
         options = self._options
@@ -86,7 +91,7 @@ class Server:
         ]
         server = grpc.aio.server(options=channel_options)
         api = GrpcApi(self.manager, self._inference, self.metrics, options.enable_serialization_as_tensor_content,
-                      options.limits)
+                      options.limits, self._codec)
         server.add_generic_rpc_handlers(api.handlers())
         if options.enable_profiler:
             self._profiler = ProfilerService()
@@ -104,7 +109,7 @@ class Server:
 
     async def _start_rest(self) -> None:
         options = self._options
-        api = RestApi(self.manager, self._inference, self.metrics, options.rest, options.limits)
+        api = RestApi(self.manager, self._inference, self.metrics, options.rest, options.limits, self._codec)
         runner = web.ServerRunner(api.server(), handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, options.bind_address, options.rest_api_port)

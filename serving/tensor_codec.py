@@ -25,6 +25,7 @@ import tensorflow as tf
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
+from serving import large_json, wire
 from serving.errors import Code, ServingError, invalid_argument
 
 DT = types_pb2.DataType
@@ -131,14 +132,9 @@ _STRING_ELEMENT_OVERHEAD = 32
 # Value lists are converted this many values at a time, so that no single call holds the GIL for
 # long (the event loop keeps answering while a worker thread converts a large tensor).
 _CHUNK = 1 << 16
-# Packed fixed-width value fields: (field number, little-endian wire dtype). Converting these through
-# their wire bytes costs a memcpy instead of one Python float per value.
-_PACKED_FIXED = {
-    "float_val": (5, np.dtype("<f4")),
-    "double_val": (6, np.dtype("<f8")),
-    "scomplex_val": (9, np.dtype("<f4")),
-    "dcomplex_val": (12, np.dtype("<f8")),
-}
+# Packed fixed-width value fields by name: (field number, little-endian element type). Converting these
+# through their wire bytes costs a memcpy instead of one Python float per value.
+_PACKED_FIXED = {name: (number, element) for number, (name, element) in wire.PACKED_FIXED.items()}
 
 
 class ImpliedValuesTooLarge(ValueError):
@@ -164,13 +160,16 @@ def declared_shape(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
     return shape
 
 
-def check_proto(proto: tensor_pb2.TensorProto, max_implied_bytes: int | None = MAX_IMPLIED_BYTES) -> tuple[int, ...]:
+def check_proto(proto: tensor_pb2.TensorProto | wire.WireTensor,
+                max_implied_bytes: int | None = MAX_IMPLIED_BYTES) -> tuple[int, ...]:
     """Everything ``array_from_proto`` checks, without allocating: returns the declared shape.
 
     Raises ValueError for a proto the reference server would refuse ("tensor parsing error"), and
     ImpliedValuesTooLarge when the values a short value list leaves implicit would take more than
     ``max_implied_bytes`` once decoded (None: no limit, for a model's own signature defaults).
+    A ``wire.WireTensor`` (a large request's tensor, see ``serving.wire``) is checked the same way.
     """
+    proto, override = _split(proto)
     entry = _PROTO_FIELD.get(proto.dtype)
     if entry is None:
         raise ValueError(f"unsupported dtype {dtype_string(proto.dtype)}")
@@ -183,7 +182,7 @@ def check_proto(proto: tensor_pb2.TensorProto, max_implied_bytes: int | None = M
         if len(proto.tensor_content) != count * np_dtype.itemsize:
             raise ValueError("tensor_content size does not match the shape")
         return shape
-    values = getattr(proto, field)
+    values = override[field] if field in override else getattr(proto, field)
     carried = len(values)
     if proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
         if carried % 2:
@@ -206,12 +205,14 @@ def check_proto(proto: tensor_pb2.TensorProto, max_implied_bytes: int | None = M
     return shape
 
 
-def array_from_proto(proto: tensor_pb2.TensorProto, max_implied_bytes: int | None = MAX_IMPLIED_BYTES) -> np.ndarray:
+def array_from_proto(proto: tensor_pb2.TensorProto | wire.WireTensor,
+                     max_implied_bytes: int | None = MAX_IMPLIED_BYTES) -> np.ndarray:
     """``Tensor::FromProto``: either encoding, short value lists repeat their last value.
 
     Raises as ``check_proto`` does, before allocating anything of the declared size.
     """
     shape = check_proto(proto, max_implied_bytes)
+    proto, override = _split(proto)
     field, np_dtype = _PROTO_FIELD[proto.dtype]
     count = math.prod(shape)
     if proto.tensor_content:
@@ -219,15 +220,16 @@ def array_from_proto(proto: tensor_pb2.TensorProto, max_implied_bytes: int | Non
     if proto.dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
         flat = _values_array(proto.half_val, np.dtype(np.uint16)).view(np_dtype)
     elif proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
-        pairs = _packed_values(proto, field)
-        flat = pairs.view(np_dtype) if pairs.size else np.empty(0, np_dtype)
+        pairs = override[field] if field in override else _packed_values(proto, field)
+        flat = np.ascontiguousarray(pairs).view(np_dtype) if pairs.size else np.empty(0, np_dtype)
     elif proto.dtype == types_pb2.DT_STRING:
         values = proto.string_val
         flat = np.empty(len(values), dtype=object)
         for i in range(0, len(values), _CHUNK):
+            large_json.yield_gil()
             flat[i:i + _CHUNK] = values[i:i + _CHUNK]
     elif field in _PACKED_FIXED:
-        flat = _packed_values(proto, field).astype(np_dtype, copy=False)
+        flat = (override[field] if field in override else _packed_values(proto, field)).astype(np_dtype, copy=False)
     else:
         flat = _values_array(getattr(proto, field), np_dtype)
     if flat.size == count:
@@ -240,12 +242,19 @@ def array_from_proto(proto: tensor_pb2.TensorProto, max_implied_bytes: int | Non
     return padded.reshape(shape)
 
 
+def _split(tensor) -> tuple[tensor_pb2.TensorProto, dict[str, np.ndarray]]:
+    if isinstance(tensor, wire.WireTensor):
+        return tensor.proto, tensor.values
+    return tensor, {}
+
+
 def _values_array(values, np_dtype: np.dtype) -> np.ndarray:
     """A repeated scalar field as an array, converted a chunk at a time."""
     if len(values) <= _CHUNK:
         return np.array(values, dtype=np_dtype)
     flat = np.empty(len(values), dtype=np_dtype)
     for i in range(0, len(values), _CHUNK):
+        large_json.yield_gil()
         flat[i:i + _CHUNK] = values[i:i + _CHUNK]
     return flat
 
@@ -263,12 +272,12 @@ def _packed_values(proto: tensor_pb2.TensorProto, field: str) -> np.ndarray:
     pieces = []
     offset = 0
     while offset < len(data):
-        key, offset = _read_varint(data, offset)
+        key, offset = wire.read_varint(data, offset)
         wire_type = key & 7
         if wire_type == 0:
-            _, offset = _read_varint(data, offset)
+            _, offset = wire.read_varint(data, offset)
         elif wire_type == 2:
-            length, offset = _read_varint(data, offset)
+            length, offset = wire.read_varint(data, offset)
             if key >> 3 == number:
                 pieces.append(np.frombuffer(data, dtype=wire_dtype, count=length // wire_dtype.itemsize,
                                             offset=offset))
@@ -279,26 +288,6 @@ def _packed_values(proto: tensor_pb2.TensorProto, field: str) -> np.ndarray:
     if flat.size != len(values):
         return _values_array(values, native)
     return flat.astype(native, copy=False)
-
-
-def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, offset
-        shift += 7
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray, as_tensor_content: bool = False) -> None:
@@ -314,6 +303,7 @@ def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray, as_tensor_conte
     flat = array.ravel()
     if dtype == types_pb2.DT_STRING:
         for i in range(0, flat.size, _CHUNK):
+            large_json.yield_gil()
             proto.string_val.extend([_as_bytes(v) for v in flat[i:i + _CHUNK]])
     elif as_tensor_content:
         proto.tensor_content = np.ascontiguousarray(array).tobytes()
@@ -323,7 +313,7 @@ def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray, as_tensor_conte
         if dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
             flat = np.stack([flat.real, flat.imag], axis=-1)
         payload = np.ascontiguousarray(flat, dtype=wire_dtype).tobytes()
-        proto.MergeFromString(_varint(number << 3 | 2) + _varint(len(payload)) + payload)
+        proto.MergeFromString(wire.len_field(number, payload))
     else:
         if dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
             flat = flat.view(np.uint16)
@@ -331,7 +321,33 @@ def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray, as_tensor_conte
             flat = np.stack([flat.real, flat.imag], axis=-1).ravel()
         values = getattr(proto, field)
         for i in range(0, flat.size, _CHUNK):
+            large_json.yield_gil()
             values.extend(flat[i:i + _CHUNK].tolist())
+
+
+def serialized_tensor_proto(array: np.ndarray, as_tensor_content: bool = False) -> list:
+    """``fill_proto``'s TensorProto, serialized, as byte pieces to be joined: a fixed-width value field or
+    tensor_content is the array's own memory (a large response is never built as a message)."""
+    dtype = dtype_of_array(array)
+    field = _PROTO_FIELD.get(dtype, ("",))[0]
+    if dtype == types_pb2.DT_STRING or (not as_tensor_content and field not in _PACKED_FIXED):
+        proto = tensor_pb2.TensorProto()
+        fill_proto(proto, array, as_tensor_content)
+        return [proto.SerializeToString()]
+    head = tensor_pb2.TensorProto(dtype=dtype)
+    for size in array.shape:
+        head.tensor_shape.dim.add(size=size)
+    if as_tensor_content:
+        number, payload = 4, np.ascontiguousarray(array)
+    else:
+        number, element = _PACKED_FIXED[field]
+        flat = array.ravel()
+        if dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+            flat = np.stack([flat.real, flat.imag], axis=-1)
+        payload = np.ascontiguousarray(flat, dtype=element)
+    if not payload.nbytes:  # proto3 writes no empty field
+        return [head.SerializeToString()]
+    return [head.SerializeToString(), wire.field_header(number, payload.nbytes), memoryview(payload).cast("B")]
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -356,10 +372,16 @@ def parse_json_object(body: bytes) -> dict:
     """
     if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        doc = _lenient_loads(body)
+    if len(body) > large_json.LARGE_BODY:  # in pieces, so that the GIL is never held for long
+        try:
+            doc = large_json.loads(body)
+        except large_json.Malformed:
+            doc = _lenient_loads(body, pure_python=True)
+    else:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            doc = _lenient_loads(body)
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {debug_string(doc)} Is not object")
     return doc
@@ -379,8 +401,15 @@ _RAPIDJSON_MESSAGES = [
 ]
 
 
-def _lenient_loads(body: bytes) -> Any:
-    if b"Inf" in body:
+def has_bool_tokens(body: bytes) -> bool:
+    """Whether a body may hold JSON ``true``/``false`` (see ``predict_inputs_from_json``)."""
+    if len(body) > large_json.LARGE_BODY:
+        return large_json.contains_bool_tokens(body)
+    return b"true" in body or b"false" in body
+
+
+def _lenient_loads(body: bytes, pure_python: bool = False) -> Any:
+    if not pure_python and b"Inf" in body:  # the pure-Python scanner reads Inf itself
         # rapidjson also accepts "Inf"/"-Inf", Python's json only "Infinity".
         body = _INF_TOKEN.sub(lambda m: m.group(0) if m.group(0).startswith(b'"') else m.group(1) + b"Infinity", body)
     try:
@@ -391,7 +420,10 @@ def _lenient_loads(body: bytes) -> Any:
     if start == len(text):
         raise invalid_argument(f"JSON Parse error: The document is empty. at offset: {start}")
     try:
-        doc, _ = json.JSONDecoder().raw_decode(text, start)
+        if pure_python:
+            doc, _ = large_json.python_raw_decode(text, start)
+        else:
+            doc, _ = json.JSONDecoder().raw_decode(text, start)
     except json.JSONDecodeError as e:
         offset = len(text[: e.pos].encode("utf-8"))
         raise invalid_argument(f"JSON Parse error: {_rapidjson_message(e, text)} at offset: {offset}") from None
@@ -668,7 +700,7 @@ def _fast_array(value: Any, dtype: int, has_bool_tokens: bool) -> np.ndarray | N
     if dtype == types_pb2.DT_STRING or (has_bool_tokens and dtype != types_pb2.DT_BOOL):
         return None
     try:
-        array = np.array(value)
+        array = _np_array(value)
     except (ValueError, OverflowError, TypeError):
         return None
     kind = array.dtype.kind
@@ -685,6 +717,36 @@ def _fast_array(value: Any, dtype: int, has_bool_tokens: bool) -> np.ndarray | N
     if array.size and (array.min() < int_range[0] or array.max() > int_range[1]):
         return None
     return array.astype(_PROTO_FIELD[dtype][1], copy=False)
+
+
+# np.array of a nested list is one C call: a long list is converted this many elements at a time.
+_ARRAY_SLICE = 1 << 16
+
+
+def _np_array(value: Any) -> np.ndarray:
+    """``np.array(value)`` for a JSON value, a slice at a time when it is large. Raises ValueError when the
+    slices disagree (ragged, or of types a single conversion would have mixed): the caller then takes the
+    exact path."""
+    if not isinstance(value, list) or not value:
+        return np.array(value)
+    per_item = math.prod(_dense_shape(value[0]))
+    if per_item * len(value) <= _ARRAY_SLICE:
+        return np.array(value)
+    if per_item >= _ARRAY_SLICE:
+        parts = [_np_array(item)[np.newaxis] for item in value]
+    else:
+        step = _ARRAY_SLICE // max(per_item, 1)
+        parts = []
+        for i in range(0, len(value), step):
+            large_json.yield_gil()
+            parts.append(np.array(value[i:i + step]))
+    first = parts[0]
+    for part in parts:
+        if part.shape[1:] != first.shape[1:] or part.dtype.kind == "O":
+            raise ValueError("ragged")
+        if part.dtype != first.dtype and not {part.dtype.kind, first.dtype.kind} <= {"i", "f"}:
+            raise ValueError("mixed types")
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _dense_shape(value: Any) -> tuple[int, ...]:
@@ -961,7 +1023,10 @@ _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
 def _dumps(document: Any, arrays) -> bytes:
+    arrays = list(arrays)
     if all(_all_finite(a) for a in arrays):
+        if sum(a.nbytes for a in arrays) > large_json.MAX_PIECE:  # in chunks, never one long call
+            return large_json.dumps_large(document, _ORJSON_OPTIONS)
         return orjson.dumps(document, option=_ORJSON_OPTIONS)
     # orjson writes NaN/Infinity as null; the reference writes the bare tokens (spec §2.2).
     return _dumps_non_finite(document).encode("utf-8")

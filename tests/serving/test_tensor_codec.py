@@ -1,13 +1,18 @@
 """JSON and TensorProto encodings (spec §2.2, §2.5, §2.6, §3.3), against util/json_tensor_test.cc."""
 import base64
 import json
+import struct
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.framework import types_pb2
+from google.protobuf.message import DecodeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import predict_pb2
 
-from serving import tensor_codec
+from serving import tensor_codec, wire
 from serving.errors import Code, ServingError
 
 FLOAT = {"x": types_pb2.DT_FLOAT}
@@ -281,3 +286,88 @@ def test_invalid_tensor_protos_are_refused(mutate):
 def test_b64_output_is_standard_padded_base64():
     body = tensor_codec.predict_response_json({"out_bytes": np.array([b"\xff\xfe"], object)}, tensor_codec.ROW)
     assert json.loads(body)["predictions"][0]["b64"] == base64.b64encode(b"\xff\xfe").decode()
+
+
+# ---------------------------------------------------------------------------------- wire level (serving.wire)
+
+
+def _unpacked(number: int, values, fmt: str) -> bytes:
+    """``values`` as one field occurrence each (the unpacked encoding protobuf parsers also accept)."""
+    return b"".join(wire.varint(number << 3 | (5 if fmt == "<f" else 1)) + struct.pack(fmt, v) for v in values)
+
+
+@st.composite
+def predict_request_bytes(draw):
+    """A serialized PredictRequest as a client may send it: any dtype and encoding, repeated keys and fields."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = draw(st.text(max_size=5))
+    request.output_filter.extend(draw(st.lists(st.text(max_size=3), max_size=2)))
+    parts = [request.SerializeToString()]
+    for _ in range(draw(st.integers(0, 4))):
+        alias = draw(st.sampled_from(["x", "y", "é", ""]))
+        dtype = draw(st.sampled_from([np.float32, np.float64, np.complex64, np.int32, np.int64, object, np.bool_]))
+        count = draw(st.integers(0, 40))
+        values = np.array(draw(st.lists(st.integers(-5, 5), min_size=count, max_size=count)))
+        array = values.astype(bytes).astype(object) if dtype is object else values.astype(dtype)
+        tensor = tf.make_tensor_proto(array)
+        if draw(st.booleans()) and dtype is not object:  # typed values rather than tensor_content
+            tensor = tensor_pb2.TensorProto()
+            tensor_codec.fill_proto(tensor, array)
+        data = tensor.SerializeToString()
+        if dtype in (np.float32, np.float64) and count and draw(st.booleans()):  # an unpacked occurrence too
+            data += _unpacked(5 if dtype == np.float32 else 6, [1.5], "<f" if dtype == np.float32 else "<d")
+        if draw(st.booleans()):  # the value split in two occurrences, which protobuf merges
+            cut = draw(st.integers(0, len(data)))
+            try:
+                tensor_pb2.TensorProto.FromString(data[:cut])
+                tensor_pb2.TensorProto.FromString(data[cut:])
+                value = wire.len_field(2, data[:cut]) + wire.len_field(2, data[cut:])
+            except Exception:
+                value = wire.len_field(2, data)
+        else:
+            value = wire.len_field(2, data)
+        parts.append(wire.len_field(2, wire.len_field(1, alias.encode()) + value))
+    if draw(st.booleans()):
+        parts.append(wire.len_field(1, b"\x1a\x01s"))  # a second model_spec occurrence: merged (signature "s")
+    return b"".join(draw(st.permutations(parts)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(predict_request_bytes())
+def test_large_predict_requests_read_from_their_bytes_as_protobuf_reads_them(data):
+    expected = predict_pb2.PredictRequest.FromString(data)
+    head, inputs = wire.split_predict_request(data)
+    assert head.model_spec == expected.model_spec and list(head.output_filter) == list(expected.output_filter)
+    assert sorted(inputs) == sorted(expected.inputs)
+    for alias, proto in expected.inputs.items():
+        try:
+            want = tensor_codec.array_from_proto(proto)
+        except ValueError as e:
+            with pytest.raises(type(e)):
+                tensor_codec.array_from_proto(inputs[alias])
+            continue
+        got = tensor_codec.array_from_proto(inputs[alias])
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bad", [b"\x12\xff\xff\xff\xff\x0f", b"\x12\x05\x0a\x01x\x12", b"\x0a\x80",
+                                 wire.len_field(2, wire.len_field(2, b"\x2a\x03abc"))])
+def test_malformed_large_requests_are_refused_by_the_wire_reader(bad):
+    with pytest.raises((ValueError, DecodeError)):
+        wire.split_predict_request(bad)
+
+
+@pytest.mark.parametrize("as_tensor_content", [False, True])
+def test_large_responses_written_as_bytes_parse_as_the_message_would(as_tensor_content):
+    outputs = {"y": np.arange(100_000, dtype=np.float32).reshape(10, -1), "z": np.array([b"a", b""], object),
+               "c": np.array([1 + 2j], np.complex64), "i": np.array([-3, 4], np.int64), "e": np.zeros((0, 3))}
+    head = predict_pb2.PredictResponse()
+    head.model_spec.name = "m"
+    data = wire.predict_response_bytes(head, {alias: tensor_codec.serialized_tensor_proto(array, as_tensor_content)
+                                              for alias, array in outputs.items()})
+    expected = predict_pb2.PredictResponse()
+    expected.model_spec.name = "m"
+    for alias, array in outputs.items():
+        tensor_codec.fill_proto(expected.outputs[alias], array, as_tensor_content)
+    assert predict_pb2.PredictResponse.FromString(data) == expected
