@@ -51,7 +51,8 @@ FLAGS = [
     Flag("grpc_socket_path", str, "", "If non-empty, listen to a UNIX socket for gRPC API on the given path."),
     Flag("rest_api_port", int, 0, "Port to listen on for HTTP/REST API. If set to zero HTTP/REST API will not be "
          "exported. This port must be different than the one specified in --port."),
-    Flag("rest_api_num_threads", int, 0, "Number of threads for HTTP/REST API processing.", supported=False),
+    Flag("rest_api_num_threads", int, 0, "Number of threads for HTTP/REST API processing. (Embedded server: how many "
+         "REST inference requests run at once; more wait in a bounded queue or get 503. 0: 4 per CPU.)"),
     Flag("rest_api_timeout_in_ms", int, 30000, "Timeout for HTTP/REST API calls."),
     Flag("rest_api_enable_cors_support", bool, False, "Enable CORS headers in response."),
     Flag("enable_batching", bool, False, "enable batching"),
@@ -89,6 +90,8 @@ FLAGS = [
          "the reference listens on all interfaces). Use 0.0.0.0 to accept remote clients."),
     Flag("rest_api_max_body_bytes", int, 64 * 1024 * 1024, "Largest accepted REST request body (embedded server "
          "only)."),
+    Flag("drain_timeout_seconds", float, 20.0, "On SIGTERM/SIGINT, how long requests in flight may take to finish "
+         "before the server exits (embedded server only)."),
     Flag("max_request_elements", int, limits_lib.DEFAULT_MAX_REQUEST_ELEMENTS, "Most tensor elements one request "
          "may hold, all inputs together; more is refused with RESOURCE_EXHAUSTED (REST: 413) before decoding "
          "(embedded server only)."),
@@ -103,7 +106,8 @@ FLAGS = [
          supported=False),
     Flag("num_unload_threads", int, 0, "The number of threads in the thread-pool used to unload servables.",
          supported=False),
-    Flag("grpc_max_threads", int, 0, "Max grpc server threads to handle grpc messages.", supported=False),
+    Flag("grpc_max_threads", int, 0, "Max grpc server threads to handle grpc messages. (Embedded server: how many "
+         "gRPC inference calls run at once; more wait in a bounded queue or get RESOURCE_EXHAUSTED. 0: 4 per CPU.)"),
     Flag("tensorflow_session_parallelism", int, 0, "Number of threads to use for running a Tensorflow session.",
          supported=False),
     Flag("tensorflow_intra_op_parallelism", int, 0, "Number of threads to use to parallelize the execution of an "
@@ -269,6 +273,9 @@ def build_options(values: dict[str, Any]) -> ServerOptions:
     for name in ("rest_api_max_body_bytes", "max_request_elements"):
         if values[name] <= 0:
             raise StartupError(f"INVALID_ARGUMENT: --{name} must be positive; got {values[name]}")
+    for name in ("rest_api_num_threads", "grpc_max_threads", "drain_timeout_seconds"):
+        if values[name] < 0:
+            raise StartupError(f"INVALID_ARGUMENT: --{name} must not be negative; got {values[name]}")
     for port in (values["port"], rest_port):
         if port:
             check_port_free(values["bind_address"], port)
@@ -302,6 +309,9 @@ def build_options(values: dict[str, Any]) -> ServerOptions:
         enable_serialization_as_tensor_content=values["enable_serialization_as_tensor_content"],
         enable_profiler=values["enable_profiler"],
         limits=limits_lib.Limits(max_request_elements=values["max_request_elements"]),
+        rest_slots=values["rest_api_num_threads"],
+        grpc_slots=values["grpc_max_threads"],
+        drain_timeout_s=values["drain_timeout_seconds"],
     )
 
 

@@ -30,6 +30,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving import large_json, model_info, tensor_codec, wire
+from serving.admission import Gate, GateOptions, default_slots
 from serving.errors import Code, ServingError, from_exception, invalid_argument
 from serving.inference import Inference
 from serving.limits import Limits, check_request_elements
@@ -88,13 +89,14 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 class GrpcApi:
     def __init__(self, manager: ModelManager, inference: Inference, metrics: Metrics,
                  tensor_content_outputs: bool = False, limits: Limits | None = None,
-                 codec: concurrent.futures.Executor | None = None):
+                 codec: concurrent.futures.Executor | None = None, gate: Gate | None = None):
         self._manager = manager
         self._inference = inference
         self._metrics = metrics
         self._tensor_content = tensor_content_outputs
         self._limits = limits or Limits()
         self._codec = codec  # decodes and encodes large messages off the event loop (None: on it)
+        self._gate = gate or Gate("gRPC", GateOptions.for_slots(default_slots()))
 
     async def _off_loop(self, large: bool, function, *args):
         if not large or self._codec is None:
@@ -132,13 +134,16 @@ class GrpcApi:
     # ------------------------------------------------------------------------------ PredictionService
 
     async def Predict(self, request, context):
-        tensors = None
+        state = {"request": request}
         large = isinstance(request, _Large)
-        if large:  # parsed on a codec thread, its inputs read from its bytes (serving.wire)
-            request, tensors = await self._off_loop(True, _parse_large_predict, request.data)
 
         async def predict():
-            nonlocal tensors
+            request, tensors = state["request"], None
+            if large:  # parsed on a codec thread, its inputs read from its bytes (serving.wire)
+                request, tensors = await self._off_loop(True, _parse_large_predict, request.data)
+                state["request"] = request
+                if not _decoded(request):
+                    raise ServingError(Code.INTERNAL, request.message)
             spec = _model_spec(request)
             with self._acquire(spec) as handle:
                 signature = self._inference.predict_signature(handle.servable, spec.signature_name)
@@ -156,7 +161,8 @@ class GrpcApi:
             return await self._off_loop(large_output, _fill_outputs, response, outputs, self._tensor_content,
                                         large_output)
 
-        return await self._serve("Predict", request, context, predict)
+        return await self._serve("Predict", request, context, predict, gated=True,
+                                 model_name=lambda: _model_name(state["request"]))
 
     async def Classify(self, request, context):
         return await self._serve_examples("Classify", request, context, self._inference.classify,
@@ -176,7 +182,7 @@ class GrpcApi:
                 _set_model_spec(response.model_spec, spec.name, spec.signature_name, handle.version)
             return response
 
-        return await self._serve(api, request, context, run)
+        return await self._serve(api, request, context, run, gated=True)
 
     async def MultiInference(self, request, context):
         async def multi_inference():
@@ -196,7 +202,7 @@ class GrpcApi:
                         entry.regression_result.CopyFrom(result.regression)
             return response
 
-        return await self._serve("MultiInference", request, context, multi_inference,
+        return await self._serve("MultiInference", request, context, multi_inference, gated=True,
                                  model_name=request.tasks[0].model_spec.name if _decoded(request) and request.tasks
                                  else "")
 
@@ -242,20 +248,26 @@ class GrpcApi:
         return self._manager.acquire(spec.name, version, label)
 
     async def _serve(self, api: str, request, context: grpc.aio.ServicerContext,
-                     work: Callable[[], Awaitable[object]], model_name: str | None = None):
+                     work: Callable[[], Awaitable[object]], model_name: str | Callable[[], str] | None = None,
+                     gated: bool = False):
+        """Runs ``work`` (within the gate's admission for inference APIs) and records the outcome."""
         start = time.perf_counter()
         if model_name is None:
-            model_name = request.model_spec.name if _decoded(request) else ""
+            model_name = _model_name(request)
         try:
             if not _decoded(request):
                 raise ServingError(Code.INTERNAL, request.message)
-            response = await work()
+            if gated:
+                async with self._gate.admit(_is_large(request), _deadline(context)):
+                    response = await work()
+            else:
+                response = await work()
         except Exception as e:
             error = e if isinstance(e, ServingError) else _unexpected(e, api)
         else:
-            self._record(model_name, api, Code.OK, start)
+            self._record(model_name() if callable(model_name) else model_name, api, Code.OK, start)
             return response
-        self._record(model_name, api, error.code, start)
+        self._record(model_name() if callable(model_name) else model_name, api, error.code, start)
         await context.abort(error.grpc_code, error.grpc_message)
 
     def _record(self, model_name: str, api: str, code: Code, start: float) -> None:
@@ -266,6 +278,14 @@ class GrpcApi:
 
 def _decoded(request) -> bool:
     return not isinstance(request, _Undecodable)
+
+
+def _model_name(request) -> str:
+    return request.model_spec.name if _decoded(request) and not isinstance(request, _Large) else ""
+
+
+def _is_large(request) -> bool:
+    return isinstance(request, _Large) or request.ByteSize() > large_json.LARGE_BODY
 
 
 def _model_spec(request):

@@ -271,6 +271,11 @@ class ModelManager:
             return [(version, versions[version])]
         return sorted(versions.items(), reverse=True)
 
+    def model_runs_in_progress(self) -> int:
+        """Model runs still executing on worker threads (including those whose clients have gone)."""
+        return sum(version.servable.running for model in [*self._models.values(), *self._retired]
+                   for version in model.versions.values() if version.servable is not None)
+
     async def close(self) -> None:
         if self._poller is not None:
             self._poller.cancel()

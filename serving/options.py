@@ -54,3 +54,6 @@ class ServerOptions:
     enable_profiler: bool = True
     request_threads: int = max(8, 4 * (os.cpu_count() or 1))
     limits: Limits = Limits()
+    rest_slots: int = 0  # --rest_api_num_threads (0: 4 per CPU, the reference's default)
+    grpc_slots: int = 0  # --grpc_max_threads (likewise)
+    drain_timeout_s: float = 20.0  # --drain_timeout_seconds

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import re
+import resource
 import time
 import urllib.parse
 
@@ -26,6 +27,7 @@ from aiohttp import web
 from tensorflow_serving.apis import input_pb2
 
 from serving import large_json, model_info, tensor_codec
+from serving.admission import Gate, GateOptions, Overloaded, default_slots
 from serving.errors import Code, RequestTooLarge, ServingError, from_exception, invalid_argument
 from serving.inference import Inference
 from serving.limits import Limits, check_request_elements
@@ -45,6 +47,20 @@ _GET_PATH = re.compile(
 )
 _ORIGIN = re.compile(r"https?://")
 _INT64_MAX = 2**63 - 1
+_INFERENCE_VERBS = ("predict", "classify", "regress")
+# Bodies up to this size are read before a slot is taken (see RestApi._admitted).
+EARLY_READ_BYTES = 64 << 10
+# A body must arrive within READ_GRACE_S plus one second per MIN_READ_RATE bytes.
+READ_GRACE_S = 10.0
+MIN_READ_RATE = 1 << 20
+# Idle keep-alive connections, and connections that have not sent a whole request's headers, are closed
+# after this long.
+KEEPALIVE_TIMEOUT_S = 30.0
+_TOO_MANY_CONNECTIONS = b'{"error":"Too many connections to the server; retry later"}'
+_OVERLOADED_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_TOO_MANY_CONNECTIONS), _TOO_MANY_CONNECTIONS)
+)
 _JSON = "application/json"
 _CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -68,13 +84,18 @@ class _Route:
 
 class RestApi:
     def __init__(self, manager: ModelManager, inference: Inference, metrics: Metrics, options: RestOptions,
-                 limits: Limits | None = None, codec: concurrent.futures.Executor | None = None):
+                 limits: Limits | None = None, codec: concurrent.futures.Executor | None = None,
+                 gate: Gate | None = None):
         self._manager = manager
         self._inference = inference
         self._metrics = metrics
         self._options = options
         self._limits = limits or Limits()
         self._codec = codec  # decodes and encodes large bodies off the event loop (None: on it)
+        self._gate = gate or Gate("REST", GateOptions.for_slots(default_slots()))
+        self.in_flight = 0  # API requests being handled; `idle` is set when there are none
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     async def _off_loop(self, large: bool, function, *args):
         """``function(*args)``: on a codec thread when the data is large, so the loop keeps answering."""
@@ -90,7 +111,11 @@ class RestApi:
             return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop(),
                                    client_max_size=max_body_bytes)
 
-        return web.Server(self._handle, request_factory=make_request)
+        # keepalive_timeout also bounds how long a connection may take to send a request's headers (aiohttp
+        # closes a connection still waiting for a complete request then); debug=False: no tracebacks in its
+        # own error pages, whatever the event loop's debug mode.
+        return _Server(self._handle, request_factory=make_request, max_connections=max_connections(),
+                       keepalive_timeout=KEEPALIVE_TIMEOUT_S, debug=False)
 
     async def _handle(self, request: web.BaseRequest) -> web.Response:
         path = request.raw_path
@@ -99,6 +124,16 @@ class RestApi:
             return self._prometheus(path)
         if not _API_PATH.fullmatch(path):
             return web.Response(status=404, body=_NOT_FOUND_PAGE, content_type="text/html")
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            return await self._handle_api(request, path)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
+
+    async def _handle_api(self, request: web.BaseRequest, path: str) -> web.Response:
         start = time.perf_counter()
         headers = dict(_CORS_HEADERS) if self._options.enable_cors else {}
         if request.method == "OPTIONS":
@@ -109,13 +144,19 @@ class RestApi:
         try:
             route = _parse_route(request.method, path)
             model_name, verb = route.model_name, route.verb
-            body = await self._read_body(request)
-            payload = await self._dispatch(route, body)
+            if verb in _INFERENCE_VERBS:
+                payload = await self._admitted(request, route)
+            else:  # status and metadata: never gated, and no body is read
+                payload = await self._dispatch(route, b"")
             status = Code.OK
         except Exception as e:
             error = e if isinstance(e, ServingError) else _unexpected(e, request)
             payload, status = tensor_codec.error_json(error.message), error.code
+            if isinstance(error, Overloaded):
+                headers["Retry-After"] = str(error.retry_after_s)
             response = web.Response(status=error.http_status, body=payload, content_type=_JSON, headers=headers)
+            if not request.content.is_eof():  # the body was not read (refused first): do not read it now
+                response.force_close()
         else:
             response = web.Response(status=200, body=payload, content_type=_JSON, headers=headers)
         api = verb if verb in ("predict", "classify", "regress") else ""
@@ -123,14 +164,61 @@ class RestApi:
         self._metrics.request(label, api, "REST", status, time.perf_counter() - start)
         return response
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
+    async def _admitted(self, request: web.BaseRequest, route: _Route) -> bytes:
+        """An inference request: its body read and the work done within the gate's admission (serving.admission).
+
+        A small body (at most EARLY_READ_BYTES, which aiohttp buffers per connection anyway) is read before a
+        slot is taken, so a client that sends it slowly holds no slot; a larger one after, so the memory
+        bodies take is bounded by the slots. A large body (over large_json.LARGE_BODY, compressed, or of
+        unknown length) needs a large slot.
+        """
+        length = request.content_length
+        encoded = request.headers.get("Content-Encoding", "identity").lower() != "identity"
+        if length is not None and length > self._options.max_body_bytes and not encoded:
+            raise self._too_large()
+        large = length is None or encoded or length > large_json.LARGE_BODY
+        deadline = self._deadline()
+        if not large and length <= EARLY_READ_BYTES:
+            body = await self._read_body(request, length, encoded)
+            async with self._gate.admit(False, deadline):
+                return await self._dispatch(route, body)
+        async with self._gate.admit(large, deadline):
+            body = await self._read_body(request, length, encoded)
+            return await self._dispatch(route, body)
+
+    def _too_large(self) -> RequestTooLarge:
+        return RequestTooLarge(f"Request body is larger than the limit of {self._options.max_body_bytes} bytes "
+                               "(--rest_api_max_body_bytes)")
+
+    async def _read_body(self, request: web.BaseRequest, length: int | None, encoded: bool) -> bytes | bytearray:
+        """The whole body, within READ_GRACE_S plus one second per MIN_READ_RATE bytes (else 408)."""
+        limit = self._options.max_body_bytes
+        timeout = READ_GRACE_S + (length if length is not None and not encoded else limit) / MIN_READ_RATE
         try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise RequestTooLarge(
-                f"Request body is larger than the limit of {self._options.max_body_bytes} bytes "
-                "(--rest_api_max_body_bytes)"
-            ) from None
+            body = await asyncio.wait_for(self._read_all(request, length if not encoded else None, limit), timeout)
+        except asyncio.TimeoutError:
+            raise SlowRequest(f"The request body did not arrive within {timeout:.0f} s") from None
+        # A small body is copied into bytes (cheap); a large one stays in its buffer (every parser reads both).
+        return bytes(body) if len(body) <= large_json.LARGE_BODY else body
+
+    async def _read_all(self, request: web.BaseRequest, length: int | None, limit: int) -> bytearray:
+        if length is not None:  # aiohttp frames the body by its Content-Length: read into one buffer
+            body = bytearray(length)
+            view = memoryview(body)
+            position = 0
+            async for chunk in request.content.iter_any():
+                view[position:position + len(chunk)] = chunk
+                position += len(chunk)
+            del view
+            if position != length:
+                raise invalid_argument(f"The request body ended after {position} of {length} bytes")
+            return body
+        body = bytearray()  # chunked or compressed: grows, up to the limit (checked after decompression)
+        async for chunk in request.content.iter_any():
+            body += chunk
+            if len(body) > limit:
+                raise self._too_large()
+        return body
 
     async def _dispatch(self, route: _Route, body: bytes) -> bytes:
         if route.verb == "predict":
@@ -203,6 +291,38 @@ class RestApi:
             return web.Response(status=400, text=f"Unexpected path: {path}. Should be {expected}",
                                 content_type="text/plain")
         return web.Response(body=self._metrics.exposition(), content_type="text/plain")
+
+
+def max_connections() -> int:
+    """Open REST connections allowed at once: half the descriptors the process may open, at most 4096."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, min(4096, soft // 2)) if soft != resource.RLIM_INFINITY else 4096
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, answering connections beyond ``max_connections`` with a 503 and closing them."""
+
+    def __init__(self, handler, *, max_connections: int, **kwargs):
+        super().__init__(handler, **kwargs)
+        self.max_connections = max_connections
+
+    def connection_made(self, handler, transport) -> None:
+        super().connection_made(handler, transport)
+        if len(self._connections) > self.max_connections:
+            transport.write(_OVERLOADED_RESPONSE)
+            handler.force_close()
+            transport.close()
+
+
+class SlowRequest(ServingError):
+    """A body that does not arrive in time: 408, and the connection is closed."""
+
+    def __init__(self, message: str):
+        super().__init__(Code.DEADLINE_EXCEEDED, message)
+
+    @property
+    def http_status(self) -> int:
+        return 408
 
 
 class _ParsedBody:

@@ -111,6 +111,11 @@ class Servable:
         by_name = dict(zip(unique_fetches, results))
         return [np.asarray(by_name[name]) for name in fetch_names]
 
+    @property
+    def running(self) -> int:
+        """Runs executing now on worker threads."""
+        return self._running
+
     def close(self) -> None:
         """Releases the session once no run is executing (blocking; call it off the event loop)."""
         with self._idle:

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
+import os
 import signal
+import threading
 
 import grpc
 from aiohttp import web
 
 from serving import config as config_lib
+from serving.admission import Gate, GateOptions, default_slots
 from serving.batching import BatchScheduler
 from serving.errors import StartupError
 from serving.grpc_api import GrpcApi
@@ -44,7 +48,11 @@ class Server:
     def __init__(self, options: ServerOptions):
         self._options = options
         self.metrics = Metrics()
-        threads = options.request_threads + (options.batching.num_batch_threads if options.batching else 0)
+        self._rest_gate = Gate("REST", GateOptions.for_slots(options.rest_slots or default_slots()))
+        self._grpc_gate = Gate("gRPC", GateOptions.for_slots(options.grpc_slots or default_slots()))
+        # Every admitted request can have its model run at once.
+        runs = max(options.request_threads, self._rest_gate.options.slots + self._grpc_gate.options.slots)
+        threads = runs + (options.batching.num_batch_threads if options.batching else 0)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model-run")
         # Decoding and encoding of large requests, off the event loop (serving.large_json).
         self._codec = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="codec")
@@ -66,18 +74,43 @@ class Server:
         if self._options.model_config_file and self._options.model_config_file_poll_wait_s > 0:
             self._config_poller = asyncio.get_running_loop().create_task(self._poll_config_file())
 
-    async def stop(self, grace_s: float = 5.0) -> None:
+    async def stop(self, grace_s: float | None = None) -> bool:
+        """Drains: stops listening, lets requests in flight finish for up to ``grace_s`` (default
+        ``--drain_timeout_seconds``), cancels what is left, then unloads the models.
+
+        Returns False, without unloading, if model runs are still executing after the drain (a run
+        cannot be interrupted: the caller should exit without waiting for it).
+        """
+        grace_s = self._options.drain_timeout_s if grace_s is None else grace_s
         if self._config_poller is not None:
             self._config_poller.cancel()
-        if self._rest is not None:
-            await self._rest.cleanup()
+        draining = []
         if self._grpc is not None:
-            await self._grpc.stop(grace_s)
+            draining.append(asyncio.get_running_loop().create_task(self._grpc.stop(grace_s)))
+        if self._rest is not None:
+            draining.append(asyncio.get_running_loop().create_task(self._drain_rest(grace_s)))
+        await asyncio.gather(*draining, return_exceptions=True)
         if self._profiler is not None:
             self._profiler.close()
+        if self.manager.model_runs_in_progress():
+            return False
         await self.manager.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._codec.shutdown(wait=True, cancel_futures=True)
+        return True
+
+    async def _drain_rest(self, grace_s: float) -> None:
+        runner, api = self._rest, self._rest_api
+        for site in list(runner.sites):
+            await site.stop()  # no new connections
+        runner.server.pre_shutdown()  # idle keep-alive connections close; busy ones after their response
+        if api.in_flight:
+            log.info("Waiting for %d REST request(s) in flight", api.in_flight)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(api.idle.wait(), grace_s)
+        if api.in_flight:
+            log.warning("Cancelling %d REST request(s) still in flight after %g s", api.in_flight, grace_s)
+        await runner.cleanup()  # cancels what is left (within the runner's short shutdown_timeout)
 
     async def _start_grpc(self) -> None:
         options = self._options
@@ -89,9 +122,13 @@ class Server:
             ("grpc.so_reuseport", 0),
             *options.grpc_channel_arguments,
         ]
-        server = grpc.aio.server(options=channel_options)
+        # Beyond this many calls, gRPC stops taking new ones off the connections (they wait in the transport,
+        # their messages unread): the gate's slots and queues, plus room for status and metadata calls.
+        gate = self._grpc_gate.options
+        concurrent_rpcs = gate.slots + gate.queue + gate.large_queue + max(16, gate.slots)
+        server = grpc.aio.server(options=channel_options, maximum_concurrent_rpcs=concurrent_rpcs)
         api = GrpcApi(self.manager, self._inference, self.metrics, options.enable_serialization_as_tensor_content,
-                      options.limits, self._codec)
+                      options.limits, self._codec, self._grpc_gate)
         server.add_generic_rpc_handlers(api.handlers())
         if options.enable_profiler:
             self._profiler = ProfilerService()
@@ -109,8 +146,9 @@ class Server:
 
     async def _start_rest(self) -> None:
         options = self._options
-        api = RestApi(self.manager, self._inference, self.metrics, options.rest, options.limits, self._codec)
-        runner = web.ServerRunner(api.server(), handle_signals=False)
+        api = RestApi(self.manager, self._inference, self.metrics, options.rest, options.limits, self._codec,
+                      self._rest_gate)
+        runner = web.ServerRunner(api.server(), handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, options.bind_address, options.rest_api_port)
         try:
@@ -120,7 +158,7 @@ class Server:
             raise StartupError(
                 f"Could not open the REST port {options.bind_address}:{options.rest_api_port}: {e.strerror}"
             ) from None
-        self._rest = runner
+        self._rest, self._rest_api = runner, api
         log.info("Exporting HTTP/REST API at:%s:%d ...", options.bind_address, options.rest_api_port)
         if options.rest.prometheus_path:
             log.info("Prometheus metrics at http://%s:%d%s", options.bind_address, options.rest_api_port,
@@ -145,15 +183,35 @@ class Server:
 
 
 def run(options: ServerOptions) -> int:
-    """Runs the server until SIGINT/SIGTERM; returns the process exit status."""
+    """Runs the server until SIGINT/SIGTERM; returns the process exit status.
+
+    The first signal drains (``Server.stop``): the ports stop accepting, requests in flight get up to
+    ``--drain_timeout_seconds`` to finish, then the process exits. A second signal exits at once, and so
+    does a drain that overruns its deadline by ``_EXIT_GRACE_S`` (e.g. a model run that does not end).
+    """
     return asyncio.run(_serve(options))
+
+
+_EXIT_GRACE_S = 10.0
+
+
+def _exit_now(status: int, why: str) -> None:
+    log.error("%s: exiting without waiting any longer", why)
+    logging.shutdown()
+    os._exit(status)
 
 
 async def _serve(options: ServerOptions) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            _exit_now(128 + signum, f"Second signal ({signal.Signals(signum).name}) while draining")
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     server = Server(options)
     starting = loop.create_task(server.start())
     stopping = loop.create_task(stop.wait())
@@ -166,9 +224,16 @@ async def _serve(options: ServerOptions) -> int:
         await stopping
     else:
         starting.cancel()
-    log.info("Shutting down")
+    log.info("Shutting down: draining requests in flight (at most %g s)", options.drain_timeout_s)
+    watchdog = threading.Timer(options.drain_timeout_s + _EXIT_GRACE_S, _exit_now,
+                               (status or 1, f"Shutdown took more than {options.drain_timeout_s + _EXIT_GRACE_S:g} s"))
+    watchdog.daemon = True
+    watchdog.start()
     stopping.cancel()
-    await server.stop()
+    if not await server.stop():
+        _exit_now(status, f"{server.manager.model_runs_in_progress()} model run(s) still executing after the drain")
+    watchdog.cancel()
+    log.info("Stopped")
     return status
 
 
