@@ -273,7 +273,7 @@ class ModelManager:
 
     def model_runs_in_progress(self) -> int:
         """Model runs still executing on worker threads (including those whose clients have gone)."""
-        return sum(version.servable.running for model in [*self._models.values(), *self._retired]
+        return sum(getattr(version.servable, "running", 0) for model in [*self._models.values(), *self._retired]
                    for version in model.versions.values() if version.servable is not None)
 
     async def close(self) -> None:
