@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
+import ipaddress
 import logging
 import math
 import time
@@ -42,6 +44,50 @@ log = logging.getLogger("serving")
 
 # The gRPC methods TF Serving's request_count / request_latency cover (prediction_service_impl.cc).
 _TF_COUNTED_APIS = ("Predict", "Classify", "Regress")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelManagementPolicy:
+    """Who may call ``ModelService/HandleReloadConfigRequest``.
+
+    A reload loads whatever base paths the caller names, and a SavedModel is a program (TensorFlow's
+    security guide): the RPC hands the server's process to its caller. TF Serving accepts it from anyone
+    who can reach the port (unless the port requires TLS client certificates); Triton disables its
+    model-control API unless it is explicitly enabled (``--model-control-mode``). Here it is accepted from
+    loopback and UNIX-socket clients, from any client when every client has a verified certificate
+    (``--ssl_config_file`` with ``client_verify``), or from anyone with ``--allow_remote_model_management``;
+    everyone else gets PERMISSION_DENIED. (A proxy that connects over loopback, such as ``kubectl
+    port-forward`` or a sidecar, makes its clients local: use client certificates then.)
+    """
+
+    allow_remote: bool = False
+    clients_verified: bool = False
+
+    def check(self, peer: str) -> None:
+        if self.allow_remote or self.clients_verified or _is_local_peer(peer):
+            return
+        raise ServingError(
+            Code.PERMISSION_DENIED,
+            f"HandleReloadConfigRequest from {peer} refused: model management is accepted only from loopback, "
+            "UNIX-socket clients or clients with a verified TLS certificate (--ssl_config_file with "
+            "client_verify); start the server with --allow_remote_model_management to accept it from anyone",
+        )
+
+
+def _is_local_peer(peer: str) -> bool:
+    """Whether a gRPC peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``, ``unix:...``) is on this host."""
+    kind, _, address = peer.partition(":")
+    if kind == "unix":
+        return True
+    if kind not in ("ipv4", "ipv6"):
+        return False
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 class _Undecodable:
@@ -89,7 +135,8 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 class GrpcApi:
     def __init__(self, manager: ModelManager, inference: Inference, metrics: Metrics,
                  tensor_content_outputs: bool = False, limits: Limits | None = None,
-                 codec: concurrent.futures.Executor | None = None, gate: Gate | None = None):
+                 codec: concurrent.futures.Executor | None = None, gate: Gate | None = None,
+                 management: ModelManagementPolicy | None = None):
         self._manager = manager
         self._inference = inference
         self._metrics = metrics
@@ -97,6 +144,7 @@ class GrpcApi:
         self._limits = limits or Limits()
         self._codec = codec  # decodes and encodes large messages off the event loop (None: on it)
         self._gate = gate or Gate("gRPC", GateOptions.for_slots(default_slots()))
+        self._management = management or ModelManagementPolicy()
 
     async def _off_loop(self, large: bool, function, *args):
         if not large or self._codec is None:
@@ -228,6 +276,7 @@ class GrpcApi:
 
     async def HandleReloadConfigRequest(self, request, context):
         async def reload():
+            self._management.check(context.peer())
             for index, entry in enumerate(request.config.model_config_list.config):
                 log.info("Config entry %d: name %s, base path %s, platform %s", index, entry.name, entry.base_path,
                          entry.model_platform)

@@ -8,6 +8,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.config import BatchingOptions
 from serving.limits import Limits
+from serving.tls import TlsConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,3 +58,5 @@ class ServerOptions:
     rest_slots: int = 0  # --rest_api_num_threads (0: 4 per CPU, the reference's default)
     grpc_slots: int = 0  # --grpc_max_threads (likewise)
     drain_timeout_s: float = 20.0  # --drain_timeout_seconds
+    tls: TlsConfig | None = None  # --ssl_config_file
+    allow_remote_model_management: bool = False

@@ -24,7 +24,7 @@ from serving import config as config_lib
 from serving.admission import Gate, GateOptions, default_slots
 from serving.batching import BatchScheduler
 from serving.errors import StartupError
-from serving.grpc_api import GrpcApi
+from serving.grpc_api import GrpcApi, ModelManagementPolicy
 from serving.inference import DirectRunner, Inference
 from serving.model_manager import ModelManager
 from serving.monitoring import Metrics
@@ -128,18 +128,23 @@ class Server:
         concurrent_rpcs = gate.slots + gate.queue + gate.large_queue + max(16, gate.slots)
         server = grpc.aio.server(options=channel_options, maximum_concurrent_rpcs=concurrent_rpcs)
         api = GrpcApi(self.manager, self._inference, self.metrics, options.enable_serialization_as_tensor_content,
-                      options.limits, self._codec, self._grpc_gate)
+                      options.limits, self._codec, self._grpc_gate,
+                      ModelManagementPolicy(options.allow_remote_model_management,
+                                            bool(options.tls and options.tls.client_verify)))
         server.add_generic_rpc_handlers(api.handlers())
         if options.enable_profiler:
             self._profiler = ProfilerService()
             server.add_generic_rpc_handlers(self._profiler.handlers())
             log.info("Profiler service is enabled")
+        # BuildServerCredentials: the same credentials on the TCP port and the UNIX socket.
+        credentials = options.tls.grpc_credentials() if options.tls else None
+        log.info("Using %s", "SSL credentials" if credentials else "InsecureServerCredentials")
         if options.grpc_port:
             address = f"{_host_for_url(options.bind_address)}:{options.grpc_port}"
-            _bind(server, address)
+            _bind(server, address, credentials)
             log.info("Running gRPC ModelServer at %s ...", address)
         if options.grpc_socket_path:
-            _bind(server, f"unix:{options.grpc_socket_path}")
+            _bind(server, f"unix:{options.grpc_socket_path}", credentials)
             log.info("Running gRPC ModelServer at UNIX socket %s ...", options.grpc_socket_path)
         await server.start()
         self._grpc = server
@@ -150,7 +155,8 @@ class Server:
                       self._rest_gate)
         runner = web.ServerRunner(api.server(), handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, options.bind_address, options.rest_api_port)
+        site = web.TCPSite(runner, options.bind_address, options.rest_api_port,
+                           ssl_context=options.tls.rest_context() if options.tls else None)
         try:
             await site.start()
         except OSError as e:
@@ -159,7 +165,8 @@ class Server:
                 f"Could not open the REST port {options.bind_address}:{options.rest_api_port}: {e.strerror}"
             ) from None
         self._rest, self._rest_api = runner, api
-        log.info("Exporting HTTP/REST API at:%s:%d ...", options.bind_address, options.rest_api_port)
+        log.info("Exporting HTTP%s/REST API at:%s:%d ...", "S" if options.tls else "", options.bind_address,
+                 options.rest_api_port)
         if options.rest.prometheus_path:
             log.info("Prometheus metrics at http://%s:%d%s", options.bind_address, options.rest_api_port,
                      options.rest.prometheus_path)
@@ -237,9 +244,10 @@ async def _serve(options: ServerOptions) -> int:
     return status
 
 
-def _bind(server: grpc.aio.Server, address: str) -> None:
+def _bind(server: grpc.aio.Server, address: str, credentials=None) -> None:
     try:
-        port = server.add_insecure_port(address)
+        port = (server.add_secure_port(address, credentials) if credentials is not None
+                else server.add_insecure_port(address))
     except RuntimeError as e:
         raise StartupError(f"Could not open the gRPC port {address}: {e}") from None
     if port == 0:
