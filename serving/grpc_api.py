@@ -110,6 +110,8 @@ def _deserializer(message_type: type, keep_large: bool = False) -> Callable[[byt
             return message_type.FromString(data)
         except DecodeError as e:
             return _Undecodable(message_type, e)
+        except Exception as e:  # anything else a parser raises is answered as INTERNAL by the handler too
+            return _Undecodable(message_type, type(e).__name__)
 
     def parse_or_defer(data: bytes):
         # A large request is parsed by the handler, on a codec thread.
@@ -391,5 +393,4 @@ def _set_model_spec(spec, name: str, signature_name: str, version: int) -> None:
 
 
 def _unexpected(error: Exception, api: str) -> ServingError:
-    log.exception("Unexpected error in gRPC %s", api, exc_info=error)
-    return from_exception(error)
+    return from_exception(error, f"gRPC {api}")

@@ -151,7 +151,7 @@ class RestApi:
             status = Code.OK
         except Exception as e:
             error = e if isinstance(e, ServingError) else _unexpected(e, request)
-            payload, status = tensor_codec.error_json(error.message), error.code
+            payload, status = tensor_codec.error_json(error.client_message), error.code
             if isinstance(error, Overloaded):
                 headers["Retry-After"] = str(error.retry_after_s)
             response = web.Response(status=error.http_status, body=payload, content_type=_JSON, headers=headers)
@@ -361,8 +361,7 @@ def _examples_input(body: bytes, verb: str) -> tuple[str, input_pb2.Input]:
 
 
 def _unexpected(error: Exception, request: web.BaseRequest) -> ServingError:
-    log.exception("Unexpected error serving %s %s", request.method, request.raw_path, exc_info=error)
-    return from_exception(error)
+    return from_exception(error, f"REST {request.method} {request.raw_path}")
 
 
 def _parse_route(method: str, path: str) -> _Route:
