@@ -6,13 +6,15 @@ thread quota). Here each front end has a ``Gate`` with that many slots for infer
 classify, regress, multi-inference). Status, metadata and monitoring requests are never gated: they are
 cheap, and they are how operators see an overloaded server.
 
-* A request that finds a free slot runs. Otherwise it waits in a bounded FIFO queue (two per slot) for
-  at most ``MAX_QUEUE_WAIT_S`` or its own deadline; a request that finds the queue full, or waits out
-  its time, is refused at once: RESOURCE_EXHAUSTED on gRPC, 503 with ``Retry-After`` on REST.
-* A large request (a body or message over ``large_json.LARGE_BODY``) also needs one of a quarter of the
-  slots (at least one), so large requests never take all of them, and the memory large bodies hold at
-  once is bounded by ``large slots x the largest body``. Waiting large requests have their own queue
-  (one per large slot), and when a slot frees, small requests are served first.
+* A request that finds a free slot runs. Otherwise it waits in a bounded FIFO queue (``QUEUE_PER_SLOT``
+  per slot) for at most ``MAX_QUEUE_WAIT_S`` or its own deadline; a request that finds the queue full, or
+  waits out its time, is refused at once: RESOURCE_EXHAUSTED on gRPC, 503 with ``Retry-After`` on REST.
+  A waiting request has not had its body read yet (the REST front end reads bodies of up to 64 KiB
+  first; the gRPC front end reads the request message once admitted), so waiting costs no memory.
+* A large request (a body or message over ``large_json.LARGE_BODY``) also needs one of the large tokens,
+  a quarter of the slots (at least one), with a queue as long, holding its slot meanwhile: large
+  requests take at most half the slots, and the memory their bodies take at once is bounded by
+  ``large tokens x the largest body`` (plus the small bodies of the other slots).
 
 The gate is used from the event loop only.
 """
@@ -28,6 +30,7 @@ import time
 from serving.errors import Code, ServingError
 
 MAX_QUEUE_WAIT_S = 10.0
+QUEUE_PER_SLOT = 16
 RETRY_AFTER_S = 1
 
 
@@ -63,79 +66,92 @@ class GateOptions:
     @classmethod
     def for_slots(cls, slots: int) -> GateOptions:
         large = max(1, slots // 4)
-        return cls(slots=slots, queue=2 * slots, large_slots=large, large_queue=large)
+        return cls(slots=slots, queue=QUEUE_PER_SLOT * slots, large_slots=large, large_queue=large)
 
 
-class Gate:
-    def __init__(self, name: str, options: GateOptions):
-        self.name = name
-        self.options = options
-        self.running = 0
-        self.running_large = 0
+class _Limit:
+    """``capacity`` holders at once and a FIFO queue of at most ``queue`` waiting (loop-only)."""
+
+    def __init__(self, capacity: int, queue: int, what: str):
+        self.capacity = capacity
+        self.queue_limit = queue
+        self.what = what
+        self.held = 0
         self.refused = 0
-        self._waiting: dict[bool, collections.deque[asyncio.Future]] = {False: collections.deque(),
-                                                                       True: collections.deque()}
+        self._waiting: collections.deque[asyncio.Future] = collections.deque()
 
-    @contextlib.asynccontextmanager
-    async def admit(self, large: bool, deadline: float | None = None):
-        """Holds a slot for the ``async with`` block; raises Overloaded if none can be had in time."""
-        await self._acquire(large, deadline)
-        try:
-            yield
-        finally:
-            self._release(large)
+    def hold(self, deadline: float | None) -> _Hold:
+        return _Hold(self, deadline)
 
-    def _can_run(self, large: bool) -> bool:
-        options = self.options
-        return self.running < options.slots and (not large or self.running_large < options.large_slots)
-
-    def _start(self, large: bool) -> None:
-        self.running += 1
-        if large:
-            self.running_large += 1
-
-    async def _acquire(self, large: bool, deadline: float | None) -> None:
-        queue = self._waiting[large]
-        if not queue and self._can_run(large):
-            self._start(large)
+    async def acquire(self, deadline: float | None) -> None:
+        if not self._waiting and self.held < self.capacity:  # the common case: no future, no waiting
+            self.held += 1
             return
-        limit = self.options.large_queue if large else self.options.queue
-        kind = "large requests" if large else "requests"
-        if len(queue) >= limit:
+        if len(self._waiting) >= self.queue_limit:
             self.refused += 1
-            raise Overloaded(f"The server is busy: {self.options.slots} {self.name} requests are running and "
-                             f"{len(queue)} {kind} are waiting; retry later")
+            raise Overloaded(f"The server is busy: {self.held} {self.what} are running and {len(self._waiting)} "
+                             "waiting; retry later")
         wait_s = MAX_QUEUE_WAIT_S if deadline is None else min(MAX_QUEUE_WAIT_S, deadline - time.monotonic())
         future = asyncio.get_running_loop().create_future()
-        queue.append(future)
+        self._waiting.append(future)
         try:
             await asyncio.wait_for(asyncio.shield(future), max(0.0, wait_s))
         except asyncio.TimeoutError:
-            if future.done() and not future.cancelled():  # the slot came as time ran out: take it
+            if future.done() and not future.cancelled():  # handed over as time ran out: keep it
                 return
             future.cancel()
             self.refused += 1
-            raise Overloaded(f"The server is busy: no {self.name} slot came free within {max(0.0, wait_s):.3g} s; "
-                             "retry later") from None
+            raise Overloaded(f"The server is busy: none of its {self.capacity} {self.what} came free within "
+                             f"{max(0.0, wait_s):.3g} s; retry later") from None
         except asyncio.CancelledError:  # the client went away while waiting
             if future.done() and not future.cancelled():
-                self._release(large)
+                self.release()
             else:
                 future.cancel()
             raise
         finally:
             with contextlib.suppress(ValueError):
-                queue.remove(future)
+                self._waiting.remove(future)
 
-    def _release(self, large: bool) -> None:
-        self.running -= 1
-        if large:
-            self.running_large -= 1
-        for kind in (False, True):  # small requests first: they are quick and cannot starve large ones long
-            queue = self._waiting[kind]
-            while queue and self._can_run(kind):
-                future = queue.popleft()
-                if future.done():  # gave up already
-                    continue
-                self._start(kind)
+    def release(self) -> None:
+        self.held -= 1
+        while self._waiting and self.held < self.capacity:
+            future = self._waiting.popleft()
+            if not future.done():  # else: gave up already
+                self.held += 1  # handed over: the waiter holds it now
                 future.set_result(None)
+
+
+class _Hold:
+    __slots__ = ("_limit", "_deadline")
+
+    def __init__(self, limit: _Limit, deadline: float | None):
+        self._limit, self._deadline = limit, deadline
+
+    async def __aenter__(self) -> None:
+        await self._limit.acquire(self._deadline)
+
+    async def __aexit__(self, *exc) -> None:
+        self._limit.release()
+
+
+class Gate:
+    """A front end's slots and large tokens (see the module docstring)."""
+
+    def __init__(self, name: str, options: GateOptions):
+        self.name = name
+        self.options = options
+        self.slots = _Limit(options.slots, options.queue, f"{name} inference requests")
+        self.large = _Limit(options.large_slots, options.large_queue, f"large {name} requests")
+
+    def admit(self, deadline: float | None = None) -> _Hold:
+        """``async with gate.admit(deadline)``: a slot for the block; raises Overloaded if none can be had."""
+        return self.slots.hold(deadline)
+
+    def admit_large(self, deadline: float | None = None) -> _Hold:
+        """A large token, taken while holding a slot."""
+        return self.large.hold(deadline)
+
+    @property
+    def refused(self) -> int:
+        return self.slots.refused + self.large.refused

@@ -98,10 +98,11 @@ class _Undecodable:
 
 
 class _Large:
-    """A large request's bytes, not parsed yet (see ``serving.wire``)."""
+    """A large request's bytes, not parsed yet (see ``serving.wire``); ``parsed`` once it is."""
 
     def __init__(self, data: bytes):
         self.data = data
+        self.parsed = None
 
 
 def _deserializer(message_type: type, keep_large: bool = False) -> Callable[[bytes], object]:
@@ -154,17 +155,25 @@ class GrpcApi:
         return await asyncio.get_running_loop().run_in_executor(self._codec, function, *args)
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
-        def unary(method, request_type, response_type, keep_large=False):
+        def unary(method, request_type, response_type):
             return grpc.unary_unary_rpc_method_handler(
-                method, request_deserializer=_deserializer(request_type, keep_large), response_serializer=_serialize,
+                method, request_deserializer=_deserializer(request_type), response_serializer=_serialize,
+            )
+
+        def gated(method, request_type, response_type, keep_large=False):
+            async def behavior(request_iterator, context):  # the message is read by _serve, once admitted
+                return await method(_PENDING, context)
+
+            return grpc.stream_unary_rpc_method_handler(
+                behavior, request_deserializer=_deserializer(request_type, keep_large), response_serializer=_serialize,
             )
 
         prediction = {
-            "Classify": unary(self.Classify, classification_pb2.ClassificationRequest,
+            "Classify": gated(self.Classify, classification_pb2.ClassificationRequest,
                               classification_pb2.ClassificationResponse),
-            "Regress": unary(self.Regress, regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
-            "Predict": unary(self.Predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse, keep_large=True),
-            "MultiInference": unary(self.MultiInference, inference_pb2.MultiInferenceRequest,
+            "Regress": gated(self.Regress, regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+            "Predict": gated(self.Predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse, keep_large=True),
+            "MultiInference": gated(self.MultiInference, inference_pb2.MultiInferenceRequest,
                                     inference_pb2.MultiInferenceResponse),
             "GetModelMetadata": unary(self.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest,
                                       get_model_metadata_pb2.GetModelMetadataResponse),
@@ -183,81 +192,81 @@ class GrpcApi:
 
     # ------------------------------------------------------------------------------ PredictionService
 
+    # Predict, Classify, Regress and MultiInference are gated (serving.admission): registered as stream-unary
+    # handlers (a unary call on the wire), so that the request message is read only once a slot is held.
+
     async def Predict(self, request, context):
-        state = {"request": request}
+        return await self._serve("Predict", request, context, self._predict, gated=True)
+
+    async def _predict(self, request, context):
+        tensors = None
         large = isinstance(request, _Large)
-
-        async def predict():
-            request, tensors = state["request"], None
-            if large:  # parsed on a codec thread, its inputs read from its bytes (serving.wire)
-                request, tensors = await self._off_loop(True, _parse_large_predict, request.data)
-                state["request"] = request
-                if not _decoded(request):
-                    raise ServingError(Code.INTERNAL, request.message)
-            spec = _model_spec(request)
-            with self._acquire(spec) as handle:
-                signature = self._inference.predict_signature(handle.servable, spec.signature_name)
-                if tensors is None:
-                    tensors = request.inputs
-                plan = self._inference.plan_predict(handle.servable, signature, tensors.keys(), request.output_filter)
-                inputs = await self._off_loop(large, _arrays, tensors, self._limits)
-                del tensors
-                outputs = await self._inference.predict(handle.servable, plan, inputs, _deadline(context))
-                del inputs
-                response = predict_pb2.PredictResponse()
-                _set_model_spec(response.model_spec, spec.name, signature.key, handle.version)
-            large_output = sum(array.nbytes for array in outputs.values()) > large_json.LARGE_BODY // 4
-            # A large response is also serialized on the codec thread (the serializer passes bytes through).
-            return await self._off_loop(large_output, _fill_outputs, response, outputs, self._tensor_content,
-                                        large_output)
-
-        return await self._serve("Predict", request, context, predict, gated=True,
-                                 model_name=lambda: _model_name(state["request"]))
+        if large:  # parsed on a codec thread, its inputs read from its bytes (serving.wire)
+            parsed, tensors = await self._off_loop(True, _parse_large_predict, request.data)
+            request.parsed, request = parsed, parsed
+            if not _decoded(request):
+                raise ServingError(Code.INTERNAL, request.message)
+        spec = _model_spec(request)
+        with self._acquire(spec) as handle:
+            signature = self._inference.predict_signature(handle.servable, spec.signature_name)
+            if tensors is None:
+                tensors = request.inputs
+            plan = self._inference.plan_predict(handle.servable, signature, tensors.keys(), request.output_filter)
+            inputs = await self._off_loop(large, _arrays, tensors, self._limits)
+            del tensors
+            outputs = await self._inference.predict(handle.servable, plan, inputs, _deadline(context))
+            del inputs
+            response = predict_pb2.PredictResponse()
+            _set_model_spec(response.model_spec, spec.name, signature.key, handle.version)
+        large_output = sum(array.nbytes for array in outputs.values()) > large_json.LARGE_BODY // 4
+        # A large response is also serialized on the codec thread (the serializer passes bytes through).
+        return await self._off_loop(large_output, _fill_outputs, response, outputs, self._tensor_content,
+                                    large_output)
 
     async def Classify(self, request, context):
-        return await self._serve_examples("Classify", request, context, self._inference.classify,
-                                          classification_pb2.ClassificationResponse)
+        return await self._serve("Classify", request, context, self._classify, gated=True)
 
     async def Regress(self, request, context):
-        return await self._serve_examples("Regress", request, context, self._inference.regress,
-                                          regression_pb2.RegressionResponse)
+        return await self._serve("Regress", request, context, self._regress, gated=True)
 
-    async def _serve_examples(self, api, request, context, infer, response_type):
+    async def _classify(self, request, context):
+        return await self._examples(request, context, self._inference.classify,
+                                    classification_pb2.ClassificationResponse)
+
+    async def _regress(self, request, context):
+        return await self._examples(request, context, self._inference.regress, regression_pb2.RegressionResponse)
+
+    async def _examples(self, request, context, infer, response_type):
         """Classify and Regress: the same request shape, a different inference and response."""
-        async def run():
-            spec = _model_spec(request)
-            with self._acquire(spec) as handle:
-                result = await infer(handle.servable, spec.signature_name, request.input, _deadline(context))
-                response = response_type(result=result)
-                _set_model_spec(response.model_spec, spec.name, spec.signature_name, handle.version)
-            return response
-
-        return await self._serve(api, request, context, run, gated=True)
+        spec = _model_spec(request)
+        with self._acquire(spec) as handle:
+            result = await infer(handle.servable, spec.signature_name, request.input, _deadline(context))
+            response = response_type(result=result)
+            _set_model_spec(response.model_spec, spec.name, spec.signature_name, handle.version)
+        return response
 
     async def MultiInference(self, request, context):
-        async def multi_inference():
-            # The servable is resolved from the first task (multi_inference_helper.cc).
-            spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
-            with self._acquire(spec) as handle:
-                tasks = [(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in request.tasks]
-                results = await self._inference.multi_inference(handle.servable, tasks, request.input,
-                                                                _deadline(context))
-                response = inference_pb2.MultiInferenceResponse()
-                for task, result in zip(request.tasks, results):
-                    entry = response.results.add()
-                    _set_model_spec(entry.model_spec, task.model_spec.name, result.signature_name, handle.version)
-                    if result.classification is not None:
-                        entry.classification_result.CopyFrom(result.classification)
-                    else:
-                        entry.regression_result.CopyFrom(result.regression)
-            return response
+        return await self._serve("MultiInference", request, context, self._multi_inference, gated=True,
+                                 model_name=_first_task_model_name)
 
-        return await self._serve("MultiInference", request, context, multi_inference, gated=True,
-                                 model_name=request.tasks[0].model_spec.name if _decoded(request) and request.tasks
-                                 else "")
+    async def _multi_inference(self, request, context):
+        # The servable is resolved from the first task (multi_inference_helper.cc).
+        spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+        with self._acquire(spec) as handle:
+            tasks = [(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in request.tasks]
+            results = await self._inference.multi_inference(handle.servable, tasks, request.input, _deadline(context))
+            response = inference_pb2.MultiInferenceResponse()
+            for task, result in zip(request.tasks, results):
+                entry = response.results.add()
+                _set_model_spec(entry.model_spec, task.model_spec.name, result.signature_name, handle.version)
+                if result.classification is not None:
+                    entry.classification_result.CopyFrom(result.classification)
+                else:
+                    entry.regression_result.CopyFrom(result.regression)
+        return response
 
     async def GetModelMetadata(self, request, context):
-        async def metadata():
+        async def metadata(request, context):
             spec = _model_spec(request)
             model_info.check_metadata_fields(list(request.metadata_field))
             with self._acquire(spec) as handle:
@@ -268,7 +277,7 @@ class GrpcApi:
     # ------------------------------------------------------------------------------ ModelService
 
     async def GetModelStatus(self, request, context):
-        async def status():
+        async def status(request, context):
             spec = _model_spec(request)
             # Only model_spec.version narrows the answer; a label is ignored (spec §3.3).
             version = spec.version.value if spec.HasField("version") else None
@@ -277,7 +286,7 @@ class GrpcApi:
         return await self._serve("GetModelStatus", request, context, status)
 
     async def HandleReloadConfigRequest(self, request, context):
-        async def reload():
+        async def reload(request, context):
             self._management.check(context.peer())
             for index, entry in enumerate(request.config.model_config_list.config):
                 log.info("Config entry %d: name %s, base path %s, platform %s", index, entry.name, entry.base_path,
@@ -290,7 +299,7 @@ class GrpcApi:
                 response.metric.add(name=name, int64_value_increase=0)
             return response
 
-        return await self._serve("HandleReloadConfigRequest", request, context, reload, model_name="")
+        return await self._serve("HandleReloadConfigRequest", request, context, reload, model_name=lambda _: "")
 
     # ------------------------------------------------------------------------------ plumbing
 
@@ -299,26 +308,32 @@ class GrpcApi:
         return self._manager.acquire(spec.name, version, label)
 
     async def _serve(self, api: str, request, context: grpc.aio.ServicerContext,
-                     work: Callable[[], Awaitable[object]], model_name: str | Callable[[], str] | None = None,
-                     gated: bool = False):
-        """Runs ``work`` (within the gate's admission for inference APIs) and records the outcome."""
+                     work: Callable[[object, grpc.aio.ServicerContext], Awaitable[object]],
+                     model_name: Callable[[object], str] | None = None, gated: bool = False):
+        """Runs ``work(request, context)`` and records the outcome; a gated API within the gate's admission:
+        its request (``_Pending``) is read once it holds a slot, and a large one also takes a large token."""
         start = time.perf_counter()
-        if model_name is None:
-            model_name = _model_name(request)
         try:
-            if not _decoded(request):
-                raise ServingError(Code.INTERNAL, request.message)
             if gated:
-                async with self._gate.admit(_is_large(request), _deadline(context)):
-                    response = await work()
+                async with self._gate.admit(_deadline(context)):
+                    request = await _read_request(request, context)
+                    if not _decoded(request):
+                        raise ServingError(Code.INTERNAL, request.message)
+                    if _is_large(request):
+                        async with self._gate.admit_large(_deadline(context)):
+                            response = await work(request, context)
+                    else:
+                        response = await work(request, context)
             else:
-                response = await work()
+                if not _decoded(request):
+                    raise ServingError(Code.INTERNAL, request.message)
+                response = await work(request, context)
         except Exception as e:
             error = e if isinstance(e, ServingError) else _unexpected(e, api)
         else:
-            self._record(model_name() if callable(model_name) else model_name, api, Code.OK, start)
+            self._record((model_name or _model_name)(request), api, Code.OK, start)
             return response
-        self._record(model_name() if callable(model_name) else model_name, api, error.code, start)
+        self._record((model_name or _model_name)(request), api, error.code, start)
         await context.abort(error.grpc_code, error.grpc_message)
 
     def _record(self, model_name: str, api: str, code: Code, start: float) -> None:
@@ -327,12 +342,39 @@ class GrpcApi:
                               tf_counted=api in _TF_COUNTED_APIS)
 
 
+class _Pending:
+    """A gated call's request, not read yet."""
+
+
+_PENDING = _Pending()
+
+
+async def _read_request(request, context: grpc.aio.ServicerContext):
+    """The request message of a gated (stream-unary) call: a message, ``_Large`` or ``_Undecodable``."""
+    if not isinstance(request, _Pending):
+        return request
+    message = await context.read()
+    if message is grpc.aio.EOF:
+        return _NoMessage()
+    return message
+
+
+class _NoMessage:
+    message = "The call ended without a request message"
+
+
 def _decoded(request) -> bool:
-    return not isinstance(request, _Undecodable)
+    return not isinstance(request, (_Undecodable, _NoMessage, _Pending))
 
 
 def _model_name(request) -> str:
-    return request.model_spec.name if _decoded(request) and not isinstance(request, _Large) else ""
+    if isinstance(request, _Large):
+        request = request.parsed
+    return request.model_spec.name if request is not None and _decoded(request) else ""
+
+
+def _first_task_model_name(request) -> str:
+    return request.tasks[0].model_spec.name if _decoded(request) and request.tasks else ""
 
 
 def _is_large(request) -> bool:
@@ -373,16 +415,16 @@ def _parse_large_predict(data: bytes):
 
 def _arrays(protos, limits: Limits) -> dict:
     """The request's input tensors, every one checked (and the element cap) before any is decoded."""
-    total = 0
+    shapes = {}
     for alias, proto in protos.items():
         try:
-            total += math.prod(tensor_codec.check_proto(proto))
+            shapes[alias] = tensor_codec.check_proto(proto)
         except tensor_codec.ImpliedValuesTooLarge as e:
             raise invalid_argument(f"tensor parsing error: {alias}: {e}") from None
         except ValueError:
             raise invalid_argument(f"tensor parsing error: {alias}") from None
-    check_request_elements(total, limits)
-    return {alias: tensor_codec.array_from_proto(proto) for alias, proto in protos.items()}
+    check_request_elements(sum(math.prod(shape) for shape in shapes.values()), limits)
+    return {alias: tensor_codec.array_from_checked(proto, shapes[alias]) for alias, proto in protos.items()}
 
 
 def _set_model_spec(spec, name: str, signature_name: str, version: int) -> None:

@@ -78,7 +78,10 @@ def collector_paused():
 
 
 def yield_gil() -> None:
-    """Lets a thread waiting for the GIL (the event loop) have it now, not at the next switch interval."""
+    """Lets a thread waiting for the GIL (the event loop) have it now, not at the next switch interval.
+
+    Only between pieces of large work: it may hand the GIL away for milliseconds.
+    """
     time.sleep(0)
 
 
@@ -386,7 +389,8 @@ def _write(value: Any, option: int, out: list[bytes]) -> None:
         return
     out.append(b"[")
     for start in range(0, len(value), rows):
-        yield_gil()
+        if start:
+            yield_gil()
         chunk = orjson.dumps(value[start:start + rows], option=option)
         out.append((b"," if start else b"") + chunk[1:-1])
     out.append(b"]")

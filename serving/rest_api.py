@@ -180,11 +180,15 @@ class RestApi:
         deadline = self._deadline()
         if not large and length <= EARLY_READ_BYTES:
             body = await self._read_body(request, length, encoded)
-            async with self._gate.admit(False, deadline):
+            async with self._gate.admit(deadline):
                 return await self._dispatch(route, body)
-        async with self._gate.admit(large, deadline):
-            body = await self._read_body(request, length, encoded)
-            return await self._dispatch(route, body)
+        async with self._gate.admit(deadline):
+            if not large:
+                body = await self._read_body(request, length, encoded)
+                return await self._dispatch(route, body)
+            async with self._gate.admit_large(deadline):
+                body = await self._read_body(request, length, encoded)
+                return await self._dispatch(route, body)
 
     def _too_large(self) -> RequestTooLarge:
         return RequestTooLarge(f"Request body is larger than the limit of {self._options.max_body_bytes} bytes "
@@ -192,6 +196,8 @@ class RestApi:
 
     async def _read_body(self, request: web.BaseRequest, length: int | None, encoded: bool) -> bytes | bytearray:
         """The whole body, within READ_GRACE_S plus one second per MIN_READ_RATE bytes (else 408)."""
+        if length is not None and not encoded and request.content.is_eof():  # all here already: no timer needed
+            return await request.read()
         limit = self._options.max_body_bytes
         timeout = READ_GRACE_S + (length if length is not None and not encoded else limit) / MIN_READ_RATE
         try:

@@ -122,11 +122,9 @@ class Server:
             ("grpc.so_reuseport", 0),
             *options.grpc_channel_arguments,
         ]
-        # Beyond this many calls, gRPC stops taking new ones off the connections (they wait in the transport,
-        # their messages unread): the gate's slots and queues, plus room for status and metadata calls.
-        gate = self._grpc_gate.options
-        concurrent_rpcs = gate.slots + gate.queue + gate.large_queue + max(16, gate.slots)
-        server = grpc.aio.server(options=channel_options, maximum_concurrent_rpcs=concurrent_rpcs)
+        # Inference calls read their request message only once the gate admits them (grpc_api): no
+        # maximum_concurrent_rpcs is needed to bound what the transport buffers, and it would cost every call.
+        server = grpc.aio.server(options=channel_options)
         api = GrpcApi(self.manager, self._inference, self.metrics, options.enable_serialization_as_tensor_content,
                       options.limits, self._codec, self._grpc_gate,
                       ModelManagementPolicy(options.allow_remote_model_management,

@@ -135,6 +135,7 @@ _CHUNK = 1 << 16
 # Packed fixed-width value fields by name: (field number, little-endian element type). Converting these
 # through their wire bytes costs a memcpy instead of one Python float per value.
 _PACKED_FIXED = {name: (number, element) for number, (name, element) in wire.PACKED_FIXED.items()}
+_NATIVE = {name: element.newbyteorder("=") for name, (_, element) in _PACKED_FIXED.items()}
 
 
 class ImpliedValuesTooLarge(ValueError):
@@ -153,9 +154,9 @@ def declared_shape(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
     if len(dims) > MAX_RANK:
         raise ValueError(f"rank {len(dims)} is more than {MAX_RANK}")
     shape = tuple(d.size for d in dims)
-    if any(size < 0 for size in shape):
+    if shape and min(shape) < 0:
         raise ValueError("negative dimension")
-    if math.prod(shape) > _INT64_MAX:
+    if len(shape) > 1 and math.prod(shape) > _INT64_MAX:
         raise ValueError("more than 2^63-1 elements")
     return shape
 
@@ -176,10 +177,11 @@ def check_proto(proto: tensor_pb2.TensorProto | wire.WireTensor,
     field, np_dtype = entry
     shape = declared_shape(proto)
     count = math.prod(shape)
-    if proto.tensor_content:
+    content = _tensor_content(proto, override)
+    if len(content):
         if proto.dtype == types_pb2.DT_STRING:
             raise ValueError("string tensor_content is not supported")
-        if len(proto.tensor_content) != count * np_dtype.itemsize:
+        if len(content) != count * np_dtype.itemsize:
             raise ValueError("tensor_content size does not match the shape")
         return shape
     values = override[field] if field in override else getattr(proto, field)
@@ -211,12 +213,17 @@ def array_from_proto(proto: tensor_pb2.TensorProto | wire.WireTensor,
 
     Raises as ``check_proto`` does, before allocating anything of the declared size.
     """
-    shape = check_proto(proto, max_implied_bytes)
+    return array_from_checked(proto, check_proto(proto, max_implied_bytes))
+
+
+def array_from_checked(proto: tensor_pb2.TensorProto | wire.WireTensor, shape: tuple[int, ...]) -> np.ndarray:
+    """``array_from_proto`` for a proto ``check_proto`` has passed (``shape`` is what it returned)."""
     proto, override = _split(proto)
     field, np_dtype = _PROTO_FIELD[proto.dtype]
     count = math.prod(shape)
-    if proto.tensor_content:
-        return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape)
+    content = _tensor_content(proto, override)
+    if len(content):
+        return np.frombuffer(content, dtype=np_dtype).reshape(shape)
     if proto.dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
         flat = _values_array(proto.half_val, np.dtype(np.uint16)).view(np_dtype)
     elif proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
@@ -226,7 +233,8 @@ def array_from_proto(proto: tensor_pb2.TensorProto | wire.WireTensor,
         values = proto.string_val
         flat = np.empty(len(values), dtype=object)
         for i in range(0, len(values), _CHUNK):
-            large_json.yield_gil()
+            if i:
+                large_json.yield_gil()
             flat[i:i + _CHUNK] = values[i:i + _CHUNK]
     elif field in _PACKED_FIXED:
         flat = (override[field] if field in override else _packed_values(proto, field)).astype(np_dtype, copy=False)
@@ -242,6 +250,11 @@ def array_from_proto(proto: tensor_pb2.TensorProto | wire.WireTensor,
     return padded.reshape(shape)
 
 
+def _tensor_content(proto: tensor_pb2.TensorProto, override: dict):
+    # A large request's tensor_content is a view of the request's bytes (serving.wire): no copy.
+    return override["tensor_content"] if "tensor_content" in override else proto.tensor_content
+
+
 def _split(tensor) -> tuple[tensor_pb2.TensorProto, dict[str, np.ndarray]]:
     if isinstance(tensor, wire.WireTensor):
         return tensor.proto, tensor.values
@@ -254,7 +267,8 @@ def _values_array(values, np_dtype: np.dtype) -> np.ndarray:
         return np.array(values, dtype=np_dtype)
     flat = np.empty(len(values), dtype=np_dtype)
     for i in range(0, len(values), _CHUNK):
-        large_json.yield_gil()
+        if i:
+            large_json.yield_gil()
         flat[i:i + _CHUNK] = values[i:i + _CHUNK]
     return flat
 
@@ -262,7 +276,7 @@ def _values_array(values, np_dtype: np.dtype) -> np.ndarray:
 def _packed_values(proto: tensor_pb2.TensorProto, field: str) -> np.ndarray:
     """A fixed-width value field read from its packed wire bytes (``[re, im, ...]`` for complex)."""
     number, wire_dtype = _PACKED_FIXED[field]
-    native = wire_dtype.newbyteorder("=")
+    native = _NATIVE[field]
     values = getattr(proto, field)
     if len(values) <= _CHUNK:
         return np.array(values, dtype=native)
@@ -303,7 +317,8 @@ def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray, as_tensor_conte
     flat = array.ravel()
     if dtype == types_pb2.DT_STRING:
         for i in range(0, flat.size, _CHUNK):
-            large_json.yield_gil()
+            if i:
+                large_json.yield_gil()
             proto.string_val.extend([_as_bytes(v) for v in flat[i:i + _CHUNK]])
     elif as_tensor_content:
         proto.tensor_content = np.ascontiguousarray(array).tobytes()
@@ -321,7 +336,8 @@ def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray, as_tensor_conte
             flat = np.stack([flat.real, flat.imag], axis=-1).ravel()
         values = getattr(proto, field)
         for i in range(0, flat.size, _CHUNK):
-            large_json.yield_gil()
+            if i:
+                large_json.yield_gil()
             values.extend(flat[i:i + _CHUNK].tolist())
 
 
@@ -727,7 +743,7 @@ def _np_array(value: Any) -> np.ndarray:
     """``np.array(value)`` for a JSON value, a slice at a time when it is large. Raises ValueError when the
     slices disagree (ragged, or of types a single conversion would have mixed): the caller then takes the
     exact path."""
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list) or not value or (len(value) <= 4096 and not isinstance(value[0], list)):
         return np.array(value)
     per_item = math.prod(_dense_shape(value[0]))
     if per_item * len(value) <= _ARRAY_SLICE:
@@ -738,7 +754,8 @@ def _np_array(value: Any) -> np.ndarray:
         step = _ARRAY_SLICE // max(per_item, 1)
         parts = []
         for i in range(0, len(value), step):
-            large_json.yield_gil()
+            if i:
+                large_json.yield_gil()
             parts.append(np.array(value[i:i + step]))
     first = parts[0]
     for part in parts:

@@ -32,11 +32,13 @@ PACKED_FIXED = {
     12: ("dcomplex_val", np.dtype("<f8")),
 }
 _INPUTS_FIELD = 2  # PredictRequest.inputs, map<string, TensorProto>
+_TENSOR_CONTENT = 4
 
 
 @dataclasses.dataclass
 class WireTensor:
-    """A TensorProto whose packed fixed-width value fields were taken out as arrays (by field name)."""
+    """A TensorProto whose packed fixed-width value fields (and tensor_content) were taken out as arrays, by
+    field name: views of the request's bytes."""
 
     proto: tensor_pb2.TensorProto
     values: dict[str, np.ndarray]
@@ -127,8 +129,11 @@ def _tensor(data: bytes, view: memoryview, parts: list[tuple[int, int]]) -> Wire
     unpacked = {number for number, wire_type, *_ in found if number in PACKED_FIXED and wire_type != _LEN}
     rest: list[memoryview] = []
     packed: dict[int, list[np.ndarray]] = {}
-    for number, _, value_start, value_end, field_start in found:
-        if number in PACKED_FIXED and number not in unpacked:
+    content = None
+    for number, wire_type, value_start, value_end, field_start in found:
+        if number == _TENSOR_CONTENT and wire_type == _LEN:  # bytes: the last occurrence counts
+            content = np.frombuffer(data, dtype=np.uint8, count=value_end - value_start, offset=value_start)
+        elif number in PACKED_FIXED and number not in unpacked:
             element = PACKED_FIXED[number][1]
             if (value_end - value_start) % element.itemsize:
                 raise ValueError("packed field of a partial element")
@@ -137,7 +142,7 @@ def _tensor(data: bytes, view: memoryview, parts: list[tuple[int, int]]) -> Wire
                               offset=value_start))
         else:
             rest.append(view[field_start:value_end])
-    values = {}
+    values = {} if content is None else {"tensor_content": content}
     for number, arrays in packed.items():
         name, element = PACKED_FIXED[number]
         flat = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
