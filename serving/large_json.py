@@ -89,6 +89,18 @@ class Malformed(Exception):
     """The body is not the JSON the piecewise parse can read: the caller uses the exact parser."""
 
 
+class NumberTooBig(ValueError):
+    """A JSON number beyond double range (rapidjson: kParseErrorNumberTooBig); Python would read infinity."""
+
+
+def strict_float(text: str) -> float:
+    """``parse_float`` for Python's json: a literal too large for a double is an error, as in rapidjson."""
+    value = float(text)
+    if math.isinf(value):
+        raise NumberTooBig(text)
+    return value
+
+
 def loads(body: bytes) -> Any:
     """The value of a JSON document, parsed in pieces. Raises Malformed for anything not plainly valid."""
     return _Parser(body).parse()
@@ -305,7 +317,7 @@ def _piece(data: bytes) -> Any:
     if b"Inf" in data:
         data = _INF_TOKEN.sub(lambda m: m.group(0) if m.group(0).startswith(b'"') else m.group(1) + b"Infinity", data)
     try:
-        return json.loads(data)  # NaN, Infinity, integers beyond 64 bits, lone surrogates
+        return json.loads(data, parse_float=strict_float)  # NaN, Infinity, integers beyond 64 bits, lone surrogates
     except (ValueError, RecursionError):
         raise Malformed("piece does not parse") from None
 
@@ -343,7 +355,7 @@ def python_raw_decode(text: str, start: int) -> tuple[Any, int]:
         if match is not None:
             integer, fraction, exponent = match.groups()
             if fraction or exponent:
-                return float(integer + (fraction or "") + (exponent or "")), match.end()
+                return strict_float(integer + (fraction or "") + (exponent or "")), match.end()
             return int(integer), match.end()
         if char == "N" and string.startswith("NaN", idx):
             return math.nan, idx + 3

@@ -439,7 +439,9 @@ def _lenient_loads(body: bytes, pure_python: bool = False) -> Any:
         if pure_python:
             doc, _ = large_json.python_raw_decode(text, start)
         else:
-            doc, _ = json.JSONDecoder().raw_decode(text, start)
+            doc, _ = json.JSONDecoder(parse_float=large_json.strict_float).raw_decode(text, start)
+    except large_json.NumberTooBig:
+        raise invalid_argument("JSON Parse error: Number too big to be stored in double.") from None
     except json.JSONDecodeError as e:
         offset = len(text[: e.pos].encode("utf-8"))
         raise invalid_argument(f"JSON Parse error: {_rapidjson_message(e, text)} at offset: {offset}") from None

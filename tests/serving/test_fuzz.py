@@ -74,6 +74,8 @@ bad_rest_requests = st.one_of(
     # numbers beyond double range
     st.integers(min_value=10**309, max_value=10**320).map(
         lambda n: ("POST", "/v1/models/default:predict", f'{{"instances": [{n}]}}'.encode())),
+    st.tuples(st.sampled_from(["", "-"]), st.integers(1, 9), st.integers(309, 100_000)).map(
+        lambda t: ("POST", "/v1/models/default:predict", f'{{"instances": [{t[0]}{t[1]}e{t[2]}]}}'.encode())),
     # wrong input names
     NAME.filter(lambda n: n != "x").map(
         lambda n: ("POST", "/v1/models/default:predict", json.dumps({"inputs": {n: [1.0]}}).encode())),

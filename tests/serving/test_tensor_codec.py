@@ -42,6 +42,7 @@ def test_parse_accepts_nan_infinity_and_trailing_bytes():
 @pytest.mark.parametrize("body, message", [
     (b"", "JSON Parse error: The document is empty"),
     (b"instances = [1, 2]", "JSON Parse error: Invalid value. at offset: 0"),
+    (b'{"instances": [1e999]}', "JSON Parse error: Number too big to be stored in double."),  # not infinity
     (b'{"a": 1,}', "JSON Parse error: Missing a name for object member. at offset: 8"),
     (b'{"a" 1}', "JSON Parse error: Missing a colon after a name of object member."),
     (b'{"a": [1 2]}', "JSON Parse error: Missing a comma or ']' after an array element."),
