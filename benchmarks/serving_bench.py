@@ -17,6 +17,14 @@ set_tensor/invoke/get_tensor for TF Lite), and gRPC and REST predict at batch 1 
 32 clients (throughput) on a server of its own (``--prefer_tflite_model`` for TF Lite), the two servers'
 cells interleaved. ``--suite tflite`` runs only this part.
 
+Before and after (issue 12), ``--baseline REF``: the server of commit REF (``git archive REF serving``, run
+from its own directory) and this checkout's, side by side on half_plus_two, their cells interleaved and
+repeated (``--rounds``, the median kept), so that whatever else the machine does weighs on both alike:
+small requests (gRPC and REST, batch 1, 1 and 32 clients: throughput and p50), large requests (a 16 MB
+REST body; a 16 MB gRPC tensor as tensor_content and as typed float_val: latency, one client), and
+head-of-line blocking: status-call latency from this process while another process has a 64 MB REST
+body or gRPC message in flight (``hol`` rows; the idle row is the same calls with nothing in flight).
+
 The load generator runs in this process on one asyncio loop (grpc.aio, aiohttp) and sends
 pre-serialized requests without decoding responses (each cell's first response is checked), so as
 little as possible of the machine goes to the client. On a small machine the client and server
@@ -24,18 +32,25 @@ still share the cores; the JSON records the CPU count.
 
     python benchmarks/serving_bench.py --out serving_bench.json [--model_dir DIR [--instances_json FILE]]
     python benchmarks/serving_bench.py --suite tflite --out serving_bench_tflite.json
+    python benchmarks/serving_bench.py --baseline main --out serving_bench_issue12.json
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import platform
 import shutil
+import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
+import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -404,6 +419,223 @@ def saved_model_workload(model_dir: str, signature: str, instances_json: str | N
     return Workload("custom", os.path.join(base, "1"), signature, make_inputs), base
 
 
+# ---------------------------------------------------------------------------------------- before and after
+
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VERSIONS = ("before", "after")
+HOL_SENDER = r"""
+import http.client, sys
+import grpc, numpy as np, orjson
+from tensorflow_serving.apis import predict_pb2
+
+kind, host, rest_port, grpc_target, model, rows = sys.argv[1:7]
+x = np.random.default_rng(0).random((int(rows), 10)).astype(np.float32)
+if kind == "rest":
+    payload = orjson.dumps({"instances": x.tolist()})
+else:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    tensor = request.inputs["x"]
+    tensor.dtype = 1
+    for size in x.shape:
+        tensor.tensor_shape.dim.add(size=size)
+    tensor.float_val.extend(x.ravel().tolist())
+    payload = request.SerializeToString()
+print(len(payload), flush=True)
+sys.stdin.readline()
+if kind == "rest":
+    connection = http.client.HTTPConnection(host, int(rest_port), timeout=600)
+    connection.request("POST", f"/v1/models/{model}:predict", payload)
+    status = connection.getresponse().status
+else:
+    options = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1)]
+    predict = grpc.insecure_channel(grpc_target, options=options).unary_unary(
+        "/tensorflow.serving.PredictionService/Predict")
+    predict(payload, timeout=600)
+    status = 200
+print(status, flush=True)
+"""
+
+
+def baseline_checkout(ref: str, workdir: str) -> str:
+    """``serving/`` as of ``ref``, in a directory of its own (``python -m serving`` run from there imports it)."""
+    directory = os.path.join(workdir, "baseline")
+    os.makedirs(directory)
+    archive = subprocess.run(["git", "-C", REPOSITORY, "archive", ref, "serving"], capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(directory)
+    return directory
+
+
+@contextlib.contextmanager
+def _working_directory(path: str):
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def start_versions(workload: Workload, base: str, baseline_dir: str, args=()) -> dict[str, launcher.ServerHandle]:
+    handles = {}
+    try:
+        with _working_directory(baseline_dir):  # sys.path[0] of `python -m serving` is its working directory
+            handles["before"] = launcher.start_server(workload.name, base, kind="embedded", extra_args=args,
+                                                      wait_for_model=False, env={"PYTHONPATH": baseline_dir})
+        handles["after"] = launcher.start_server(workload.name, base, kind="embedded", extra_args=args,
+                                                 wait_for_model=False)
+        for handle in handles.values():
+            handle.wait_ready(180)
+    except BaseException:
+        for handle in handles.values():
+            handle.stop()
+        raise
+    return handles
+
+
+def _median_cell(cells: list[Cell]) -> Cell:
+    cell = dataclasses.replace(cells[0])
+    cell.requests = sum(c.requests for c in cells)
+    cell.errors = sum(c.errors for c in cells)
+    for field in ("p50_ms", "p99_ms", "requests_per_s", "rows_per_s"):
+        setattr(cell, field, statistics.median(getattr(c, field) for c in cells))
+    return cell
+
+
+async def _measure_large(handle: launcher.ServerHandle, workload: Workload, kind: str, duration_s: float) -> Cell:
+    """Latency of 16 MB requests, one client: a REST body, or a gRPC tensor in tensor_content or float_val."""
+    x = np.random.default_rng(1).random((400_000, 10)).astype(np.float32)
+    options = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1)]
+    async with grpc.aio.insecure_channel(handle.grpc_target, options=options) as channel, \
+            aiohttp.ClientSession() as session:
+        if kind == "rest":
+            body = json.dumps({"instances": x[:80_000].tolist()}).encode()  # 16 MB of JSON
+
+            async def send():
+                async with session.post(f"{handle.rest_url}/v1/models/{workload.name}:predict", data=body) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(r.status)
+        else:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = workload.name
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto(x))  # 16 MB of tensor_content
+            if kind == "grpc-float_val":
+                proto = request.inputs["x"]
+                proto.ClearField("tensor_content")
+                proto.float_val.extend(x.ravel().tolist())
+            payload = request.SerializeToString()
+            predict = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+
+            async def send():
+                await predict(payload, timeout=120)
+
+        latencies, errors, elapsed = await drive(send, 1, duration_s, warmup=2)
+    cell = summarize(Cell(workload.name, f"large-{kind}", False, 1, 1), latencies, elapsed)
+    cell.errors = errors
+    return cell
+
+
+def measure_head_of_line(handle: launcher.ServerHandle, workload: Workload, kind: str) -> Cell:
+    """Status-call latency from this process while another one has a 64 MB request in flight (kind "idle": none)."""
+    sender = None
+    if kind != "idle":
+        rows = 330_000 if kind == "rest" else 1_600_000
+        sender = subprocess.Popen([sys.executable, "-c", HOL_SENDER, kind, handle.host, str(handle.rest_port),
+                                   handle.grpc_target, workload.name, str(rows)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        sender.stdout.readline()  # built
+    latencies: list[float] = []
+    done = threading.Event()
+    rest = f"{handle.rest_url}/v1/models/{workload.name}"
+
+    def poll():
+        import urllib.request
+
+        while not done.is_set():
+            start = time.perf_counter()
+            with urllib.request.urlopen(rest, timeout=120) as response:
+                response.read()
+            latencies.append(time.perf_counter() - start)
+            time.sleep(0.005)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    began = time.perf_counter()
+    try:
+        if sender is None:
+            time.sleep(3.0)
+        else:
+            sender.stdin.write("go\n")
+            sender.stdin.flush()
+            if sender.stdout.readline().strip() != "200":
+                raise RuntimeError(f"the 64 MB {kind} request failed")
+    finally:
+        done.set()
+        poller.join()
+        if sender is not None:
+            sender.kill()
+            sender.wait()
+    cell = summarize(Cell(workload.name, f"hol-{kind}", False, 1, 1), latencies, time.perf_counter() - began)
+    cell.requests_per_s = max(latencies) * 1000 if latencies else 0.0  # reported as "max ms" for these rows
+    return cell
+
+
+def compare_versions(ref: str, duration_s: float, rounds: int, workdir: str) -> list[dict]:
+    """The small, large and head-of-line cells on REF's server and on this checkout's, interleaved."""
+    baseline_dir = baseline_checkout(ref, workdir)
+    workload, base = half_plus_two_workload(workdir)
+    handles = start_versions(workload, base, baseline_dir, (f"--rest_api_max_body_bytes={80 << 20}",))
+    measured: dict[tuple[str, str], list[Cell]] = {}
+    try:
+        small = [(mode, 1, concurrency) for mode in ("grpc", "rest") for concurrency in (1, 32)]
+        for round_index in range(rounds):
+            order = VERSIONS if round_index % 2 == 0 else VERSIONS[::-1]  # neither always goes first
+            for cell in small:
+                for version in order:
+                    result = asyncio.run(measure_server(handles[version], workload, False, [cell], duration_s))[0]
+                    measured.setdefault((version, f"{cell[0]}/c{cell[2]}"), []).append(result)
+            for kind in ("rest", "grpc-tensor_content", "grpc-float_val"):
+                for version in order:
+                    result = asyncio.run(_measure_large(handles[version], workload, kind, duration_s))
+                    print(f"{version:<7}{_row(result)}", flush=True)
+                    measured.setdefault((version, f"large-{kind}"), []).append(result)
+            for kind in ("idle", "rest", "grpc"):
+                for version in order:
+                    result = measure_head_of_line(handles[version], workload, kind)
+                    print(f"{version:<7}{_row(result)}   (max {result.requests_per_s:.0f} ms)", flush=True)
+                    measured.setdefault((version, f"hol-{kind}"), []).append(result)
+    finally:
+        for handle in handles.values():
+            handle.stop()
+    rows = []
+    for name in dict.fromkeys(key[1] for key in measured):
+        before, after = (_median_cell(measured[(version, name)]) for version in VERSIONS)
+        row = {"cell": name, "before": dataclasses.asdict(before), "after": dataclasses.asdict(after)}
+        if not name.startswith("hol-"):
+            row["req_per_s_change_pct"] = round(100 * (after.requests_per_s / before.requests_per_s - 1), 1)
+        row["p50_change_pct"] = round(100 * (after.p50_ms / before.p50_ms - 1), 1)
+        rows.append(row)
+    return rows
+
+
+def print_comparison(ref: str, rows: list[dict]) -> None:
+    print(f"\nBefore ({ref}) and after (this checkout), half_plus_two, medians of the rounds:")
+    print(f"  {'cell':<24}{'req/s before':>13}{'after':>9}{'change':>8}{'p50 ms before':>15}{'after':>9}"
+          f"{'change':>8}{'p99 before':>12}{'after':>9}")
+    for row in rows:
+        before, after = row["before"], row["after"]
+        if row["cell"].startswith("hol-"):
+            rate = f"{'max ' + format(before['requests_per_s'], '.0f'):>13}{after['requests_per_s']:>9.0f}{'':>8}"
+        else:
+            rate = f"{before['requests_per_s']:>13.0f}{after['requests_per_s']:>9.0f}{row['req_per_s_change_pct']:>7}%"
+        print(f"  {row['cell']:<24}{rate}{before['p50_ms']:>15.2f}{after['p50_ms']:>9.2f}{row['p50_change_pct']:>7}%"
+              f"{before['p99_ms']:>12.2f}{after['p99_ms']:>9.2f}")
+    print("  (hol rows: status-call latency while a 64 MB request is in flight; 'max' is the longest wait, ms)")
+
+
 # ---------------------------------------------------------------------------------------- report
 
 
@@ -448,10 +680,30 @@ def main() -> None:
     parser.add_argument("--instances_json", help="one REST row-format instance for --model_dir's signature")
     parser.add_argument("--suite", choices=("all", "tflite"), default="all",
                         help="tflite: only the SavedModel / TF Lite comparison")
+    parser.add_argument("--baseline", metavar="REF", help="only compare the server of git commit REF with this one")
+    parser.add_argument("--rounds", type=int, default=3, help="with --baseline: rounds of interleaved cells")
     args = parser.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="serving-bench-")
     load_before = os.getloadavg()
+    if args.baseline:
+        try:
+            print(f"{'':<7}{HEADER}", flush=True)
+            rows = compare_versions(args.baseline, args.duration, args.rounds, workdir)
+            print_comparison(args.baseline, rows)
+            load = {"before": load_before, "after": os.getloadavg()}
+            print(f"\nLoad average (1, 5, 15 min) before: {load['before']}, after: {load['after']} "
+                  f"on {os.cpu_count()} CPUs")
+            if args.out:
+                with open(args.out, "w") as f:
+                    json.dump({"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                           "load_average": load},
+                               "baseline": args.baseline, "duration_s_per_cell": args.duration,
+                               "rounds": args.rounds, "comparison": rows}, f, indent=2)
+                print(f"Wrote {args.out}")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     try:
         workloads = [half_plus_two_workload(workdir), dense_workload(workdir)] if args.suite == "all" else []
         if args.model_dir and args.suite == "all":

@@ -3,12 +3,17 @@
 ``python -m serving`` (and ``tfxsp serve``) take the reference binary's flags with the same names,
 defaults and meanings: ``--name=value``, booleans also as bare ``--name``; an unknown argument is
 reported and ignored; a malformed value or ``--help`` prints the usage and exits with status 255,
-as the reference does. Flags the embedded server cannot honour (TLS, GPU, thread pools, ...) are
-accepted and reported as ignored when set.
+as the reference does. Flags the embedded server cannot honour (GPU, TensorFlow thread pools, ...) are
+accepted and reported as ignored when set, except security settings (``--use_alts_credentials``): set,
+they stop the server (fail closed) rather than let it serve without them. ``--ssl_config_file`` is
+honoured, for gRPC and REST (``serving.tls``).
 
-One flag is added: ``--bind_address`` (default ``127.0.0.1``), the interface both ports listen on.
-The reference always listens on every interface; a local tool should not, unless asked.
-And one limit: ``--rest_api_max_body_bytes`` (default 64 MiB) caps REST request bodies.
+Flags are added: ``--bind_address`` (default ``127.0.0.1``), the interface both ports listen on (the
+reference always listens on every interface; a local tool should not, unless asked);
+``--allow_remote_model_management`` (see ``grpc_api``: who may call HandleReloadConfigRequest);
+``--drain_timeout_seconds`` (what SIGTERM waits for).
+And limits: ``--rest_api_max_body_bytes`` (default 64 MiB) caps REST request bodies,
+``--max_request_elements`` (default 2^27) the tensor elements of one request (see ``serving.limits``).
 
 Everything that can be checked without TensorFlow is checked before it is imported (about two
 seconds), so a wrong configuration fails at once with a clear message and exit status 255:
@@ -28,6 +33,8 @@ import warnings
 from typing import Any
 
 from serving import config as config_lib
+from serving import limits as limits_lib
+from serving import tls as tls_lib
 from serving.errors import ServingError, StartupError
 from serving.options import ManagerOptions, RestOptions, ServerOptions, TfLiteOptions
 
@@ -42,6 +49,7 @@ class Flag:
     default: Any
     help: str
     supported: bool = True
+    security: bool = False  # if set to anything but its default while unsupported, the server refuses to start
 
 
 FLAGS = [
@@ -49,7 +57,8 @@ FLAGS = [
     Flag("grpc_socket_path", str, "", "If non-empty, listen to a UNIX socket for gRPC API on the given path."),
     Flag("rest_api_port", int, 0, "Port to listen on for HTTP/REST API. If set to zero HTTP/REST API will not be "
          "exported. This port must be different than the one specified in --port."),
-    Flag("rest_api_num_threads", int, 0, "Number of threads for HTTP/REST API processing.", supported=False),
+    Flag("rest_api_num_threads", int, 0, "Number of threads for HTTP/REST API processing. (Embedded server: how many "
+         "REST inference requests run at once; more wait in a bounded queue or get 503. 0: 4 per CPU.)"),
     Flag("rest_api_timeout_in_ms", int, 30000, "Timeout for HTTP/REST API calls."),
     Flag("rest_api_enable_cors_support", bool, False, "Enable CORS headers in response."),
     Flag("enable_batching", bool, False, "enable batching"),
@@ -83,10 +92,21 @@ FLAGS = [
     Flag("version", bool, False, "Display version"),
     Flag("help", bool, False, "Display this help and exit"),
     # Ours.
+    Flag("ssl_config_file", str, "", "If non-empty, read an ascii SSLConfig protobuf from the supplied file name and "
+         "set up a secure gRPC channel. (Embedded server: the REST port serves HTTPS with it too.)"),
+    Flag("allow_remote_model_management", bool, False, "Accept HandleReloadConfigRequest from any client that can "
+         "reach the gRPC port. Without it, only loopback and UNIX-socket clients, and clients with a verified TLS "
+         "certificate (--ssl_config_file with client_verify), may change the served models (embedded server "
+         "only)."),
     Flag("bind_address", str, "127.0.0.1", "Interface the gRPC and REST ports listen on (embedded server only; "
          "the reference listens on all interfaces). Use 0.0.0.0 to accept remote clients."),
     Flag("rest_api_max_body_bytes", int, 64 * 1024 * 1024, "Largest accepted REST request body (embedded server "
          "only)."),
+    Flag("drain_timeout_seconds", float, 20.0, "On SIGTERM/SIGINT, how long requests in flight may take to finish "
+         "before the server exits (embedded server only)."),
+    Flag("max_request_elements", int, limits_lib.DEFAULT_MAX_REQUEST_ELEMENTS, "Most tensor elements one request "
+         "may hold, all inputs together; more is refused with RESOURCE_EXHAUSTED (REST: 413) before decoding "
+         "(embedded server only)."),
     # Accepted for compatibility, no effect here.
     Flag("enable_model_warmup", bool, True, "Enables model warmup.", supported=False),
     Flag("enable_grpc_healthcheck_service", bool, False, "Enable the standard gRPC healthcheck service.",
@@ -98,7 +118,8 @@ FLAGS = [
          supported=False),
     Flag("num_unload_threads", int, 0, "The number of threads in the thread-pool used to unload servables.",
          supported=False),
-    Flag("grpc_max_threads", int, 0, "Max grpc server threads to handle grpc messages.", supported=False),
+    Flag("grpc_max_threads", int, 0, "Max grpc server threads to handle grpc messages. (Embedded server: how many "
+         "gRPC inference calls run at once; more wait in a bounded queue or get RESOURCE_EXHAUSTED. 0: 4 per CPU.)"),
     Flag("tensorflow_session_parallelism", int, 0, "Number of threads to use for running a Tensorflow session.",
          supported=False),
     Flag("tensorflow_intra_op_parallelism", int, 0, "Number of threads to use to parallelize the execution of an "
@@ -107,8 +128,7 @@ FLAGS = [
          "simultaneously.", supported=False),
     Flag("per_process_gpu_memory_fraction", float, 0.0, "Fraction of GPU memory each process may use.",
          supported=False),
-    Flag("ssl_config_file", str, "", "If non-empty, read an ascii SSLConfig protobuf.", supported=False),
-    Flag("use_alts_credentials", bool, False, "Use Google ALTS credentials", supported=False),
+    Flag("use_alts_credentials", bool, False, "Use Google ALTS credentials", supported=False, security=True),
     Flag("platform_config_file", str, "", "If non-empty, read an ascii PlatformConfigMap protobuf.",
          supported=False),
     Flag("tensorflow_session_config_file", str, "", "If non-empty, read an ascii TensorFlow Session ConfigProto.",
@@ -155,8 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     log = logging.getLogger("serving")
     for flag in FLAGS:
-        if not flag.supported and values[flag.name] != flag.default:
-            log.warning("--%s is not supported by the embedded server; ignored", flag.name)
+        if flag.supported or values[flag.name] == flag.default:
+            continue
+        if flag.security:  # fail closed: never serve without a security setting that was asked for
+            print(f"Failed to start server. Error: --{flag.name} is not supported by the embedded server, and it is "
+                  "a security setting: refusing to start without it", file=sys.stderr)
+            return EXIT_FAILURE
+        log.warning("--%s is not supported by the embedded server; ignored", flag.name)
     try:
         options = build_options(values)
     except StartupError as e:
@@ -212,7 +237,8 @@ def usage() -> str:
     lines = ["usage: python -m serving [flags]   (flags of tensorflow_model_server)", "Flags:"]
     for flag in FLAGS:
         kind = {int: "int32", bool: "bool", str: "string", float: "float"}[flag.kind]
-        note = "" if flag.supported else "  [accepted, ignored by the embedded server]"
+        note = ("" if flag.supported else "  [refused by the embedded server: it does not start with it]"
+                if flag.security else "  [accepted, ignored by the embedded server]")
         lines.append(f"\t--{flag.name}={_show(flag.default)}\t{kind}\t{flag.help}{note}")
     return "\n".join(lines)
 
@@ -261,6 +287,12 @@ def build_options(values: dict[str, Any]) -> ServerOptions:
         rest_port = 0
     if monitoring.prometheus_enabled and not rest_port:
         logging.getLogger("serving").warning("Prometheus monitoring needs --rest_api_port; it is not exported")
+    for name in ("rest_api_max_body_bytes", "max_request_elements"):
+        if values[name] <= 0:
+            raise StartupError(f"INVALID_ARGUMENT: --{name} must be positive; got {values[name]}")
+    for name in ("rest_api_num_threads", "grpc_max_threads", "drain_timeout_seconds"):
+        if values[name] < 0:
+            raise StartupError(f"INVALID_ARGUMENT: --{name} must not be negative; got {values[name]}")
     for port in (values["port"], rest_port):
         if port:
             check_port_free(values["bind_address"], port)
@@ -293,6 +325,12 @@ def build_options(values: dict[str, Any]) -> ServerOptions:
         enable_signature_method_name_check=values["enable_signature_method_name_check"],
         enable_serialization_as_tensor_content=values["enable_serialization_as_tensor_content"],
         enable_profiler=values["enable_profiler"],
+        limits=limits_lib.Limits(max_request_elements=values["max_request_elements"]),
+        tls=tls_lib.read_ssl_config(values["ssl_config_file"]) if values["ssl_config_file"] else None,
+        allow_remote_model_management=values["allow_remote_model_management"],
+        rest_slots=values["rest_api_num_threads"],
+        grpc_slots=values["grpc_max_threads"],
+        drain_timeout_s=values["drain_timeout_seconds"],
     )
 
 

@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -45,7 +46,7 @@ DOCKER_IMAGE = "tensorflow/serving:2.16.1"
 BINARY = "tensorflow_model_server"
 KINDS = ("binary", "docker", "embedded")
 # File flags whose paths a Docker container must see (mounted at the same path).
-_FILE_FLAGS = ("--batching_parameters_file", "--monitoring_config_file", "--model_config_file")
+_FILE_FLAGS = ("--batching_parameters_file", "--monitoring_config_file", "--model_config_file", "--ssl_config_file")
 
 log = logging.getLogger("serving.launcher")
 _live_handles: weakref.WeakSet[ServerHandle] = weakref.WeakSet()
@@ -76,6 +77,7 @@ def start_server(
     kind: str | None = None,
     wait_for_model: bool = True,
     env: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> ServerHandle:
     """Starts a model server serving ``model_base_path`` as ``model_name``.
 
@@ -85,7 +87,9 @@ def start_server(
     (then ``model_name`` is the model whose readiness is awaited). ``kind`` forces one of KINDS.
     With ``wait_for_model=False`` the call returns once the process is started; use
     ``handle.wait_ready()`` later. The base path is created if it does not exist yet, so a server can
-    be started before the first model is pushed.
+    be started before the first model is pushed. A server given ``--ssl_config_file`` serves HTTPS:
+    pass ``tls``, the client context to probe it with (trusting its certificate, and presenting a client
+    certificate if it asks for one).
     """
     if kind is None:
         kind, reason = choose_kind()
@@ -129,7 +133,7 @@ def start_server(
         env=_child_env(env), start_new_session=True,
     )
     log_file.close()
-    handle = ServerHandle(kind, model_name, host, grpc_port, rest_port, process, log_file.name, container)
+    handle = ServerHandle(kind, model_name, host, grpc_port, rest_port, process, log_file.name, container, tls)
     _live_handles.add(handle)
     if wait_for_model:
         try:
@@ -144,7 +148,8 @@ class ServerHandle:
     """A started model server. ``stop()`` (also on leaving a ``with`` block) ends it."""
 
     def __init__(self, kind: str, model_name: str, host: str, grpc_port: int, rest_port: int,
-                 process: subprocess.Popen, log_path: str, container: str | None = None):
+                 process: subprocess.Popen, log_path: str, container: str | None = None,
+                 tls: ssl.SSLContext | None = None):
         self.kind = kind
         self.model_name = model_name
         self.host = host
@@ -153,11 +158,12 @@ class ServerHandle:
         self.process = process
         self.log_path = log_path
         self.container = container
+        self.tls = tls
         self.started_at = time.monotonic()
 
     @property
     def rest_url(self) -> str:
-        return f"http://{_url_host(self.host)}:{self.rest_port}"
+        return f"{'https' if self.tls else 'http'}://{_url_host(self.host)}:{self.rest_port}"
 
     @property
     def grpc_target(self) -> str:
@@ -181,7 +187,7 @@ class ServerHandle:
                     f"The {self.kind} model server exited with status {self.process.returncode} before model "
                     f"{model_name} was available.\n{self._tail_block()}"
                 )
-            if _model_available(url):
+            if _model_available(url, self.tls):
                 return time.monotonic() - self.started_at
             if time.monotonic() >= deadline:
                 raise LaunchError(
@@ -270,9 +276,9 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _model_available(url: str) -> bool:
+def _model_available(url: str, tls: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2, context=tls) as response:
             body = json.loads(response.read())
     except (OSError, ValueError):
         return False

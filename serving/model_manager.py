@@ -3,8 +3,13 @@
 Implements spec §5 (and the status/resolution rules of §2.3, §3.3, §3.4):
 
 * Each model's base path is scanned every ``--file_system_poll_wait_seconds``; its direct children
-  whose names are integers (leading zeros allowed) are versions. The version policy (latest N, all,
-  specific) picks the aspired versions.
+  whose names are made of ASCII digits only and fit in an int64 (leading zeros allowed) are
+  versions. Any other name is ignored; one that looks numeric but is not a version (``²``, ``٣``,
+  ``-4``, ``+5``, 25 digits) is logged once. The version policy (latest N, all, specific) picks the
+  aspired versions.
+* A poll never stops the watcher: an error while scanning one model's base path (too many open
+  files, an I/O error, a directory vanishing mid-scan) is logged and that model keeps its current
+  versions until the next poll, which tries again; other models are not affected.
 * Availability-preserving policy (``core/availability_preserving_policy.cc``): a new version is loaded
   and becomes AVAILABLE before superseded versions are unloaded; when no aspired version is serving
   (still loading, or failed) the highest serving version is kept. Unloading first removes the
@@ -110,6 +115,8 @@ class _Model:
         self._listing: dict[int, tuple[str, _DirState]] = {}  # last scan: number -> (path, dir state)
         self.listed = False
         self.missing_base_path_logged = False
+        self.scan_error: str | None = None  # the last poll's error, logged once until it changes
+        self.ignored_logged: set[str] = set()  # numeric-looking names that are not versions, logged once
         self.removed = False
         self._serving: list[_Version] | None = None
 
@@ -264,6 +271,11 @@ class ModelManager:
             return [(version, versions[version])]
         return sorted(versions.items(), reverse=True)
 
+    def model_runs_in_progress(self) -> int:
+        """Model runs still executing on worker threads (including those whose clients have gone)."""
+        return sum(getattr(version.servable, "running", 0) for model in [*self._models.values(), *self._retired]
+                   for version in model.versions.values() if version.servable is not None)
+
     async def close(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
@@ -379,17 +391,37 @@ class ModelManager:
             elif interval <= 0:
                 return
             await asyncio.sleep(interval)
-            await self._scan_all()
+            try:
+                await self._scan_all()
+            except Exception:  # never let one bad poll end the watcher (the next poll tries again)
+                log.exception("Polling the model base paths failed; trying again at the next poll")
 
     async def _scan_all(self) -> None:
         loop = asyncio.get_running_loop()
         for model in list(self._models.values()):
             busy = {v.path for v in model.versions.values() if v.servable is not None or v.state == State.UNLOADING
                     or (v.state == State.LOADING and not v.retry_at)}
-            listing = await loop.run_in_executor(self._scanner, _scan_base_path, model.entry.base_path, busy,
-                                                 self._model_files)
+            try:
+                listing, ignored = await loop.run_in_executor(self._scanner, _scan_base_path, model.entry.base_path,
+                                                              busy, self._model_files)
+            except Exception as e:  # EMFILE, EIO, a directory vanishing mid-scan, ...
+                error = f"{type(e).__name__}: {e}"
+                if error != model.scan_error:
+                    log.error("Failed to scan base path %s for servable %s: %s; keeping its current versions and "
+                              "trying again at the next poll", model.entry.base_path, model.entry.name, error)
+                model.scan_error = error
+                continue
+            if model.scan_error is not None:
+                log.info("Scanning base path %s for servable %s works again", model.entry.base_path,
+                         model.entry.name)
+                model.scan_error = None
             if model.removed:
                 continue
+            for name in sorted(ignored - model.ignored_logged):
+                log.warning("Ignoring %s in base path %s of servable %s: a version directory's name must be a "
+                            "number of ASCII digits 0-9 no larger than 2^63-1", ascii(name), model.entry.base_path,
+                            model.entry.name)
+            model.ignored_logged |= ignored
             if listing is None:
                 if not model.missing_base_path_logged:
                     log.error("Could not find base path %s for servable %s; keeping its current versions",
@@ -587,28 +619,59 @@ def _changing_message(path: str) -> str:
             "it will be loaded once they stop changing")
 
 
-def _scan_base_path(base_path: str, skip: set[str],
-                    model_files: tuple[str, ...]) -> dict[int, tuple[str, _DirState | None]] | None:
-    """Numeric version directories under ``base_path`` (None if the base path is missing).
+def _scan_base_path(base_path: str, skip: set[str], model_files: tuple[str, ...]
+                    ) -> tuple[dict[int, tuple[str, _DirState | None]] | None, set[str]]:
+    """Numeric version directories under ``base_path`` (None if the base path is missing), and the names
+    that look numeric but are not versions.
 
     Directories in ``skip`` (loaded or loading) are not fingerprinted: the reference ignores in-place
-    changes to a loaded version (spec §5.1).
+    changes to a loaded version (spec §5.1). Other OS errors propagate (the caller retries next poll).
     """
     try:
         entries = list(os.scandir(base_path))
     except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return None
+        return None, set()
     versions: dict[int, tuple[str, _DirState | None]] = {}
+    ignored: set[str] = set()
     for entry in sorted(entries, key=lambda e: e.name):
-        if not entry.name.isdigit() or not entry.is_dir():
+        number = version_number(entry.name)
+        if number is None:
+            if _looks_numeric(entry.name):
+                ignored.add(entry.name)
             continue
-        number = int(entry.name)
+        try:
+            if not entry.is_dir():
+                continue
+        except OSError:  # vanished or unreadable since the listing: not a version this time
+            continue
         if number in versions:
             log.warning("Ignoring %s: version %d of %s is already provided by %s", entry.path, number, base_path,
                         versions[number][0])
             continue
         versions[number] = (entry.path, None if entry.path in skip else _dir_state(entry.path, model_files))
-    return versions
+    return versions, ignored
+
+
+_INT64_MAX = 2**63 - 1
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+def version_number(name: str) -> int | None:
+    """The version a base-path child's name stands for, or None.
+
+    Only ASCII digits, as TF Serving's file-system source parses names, and within int64 (versions are
+    int64 everywhere in the APIs). Python's ``str.isdigit``/``int`` would also take ``²`` or ``٣``.
+    Leading zeros are allowed (``00000123`` is 123). A sign or whitespace is refused (see the README).
+    """
+    if not name or not _ASCII_DIGITS.issuperset(name):
+        return None
+    number = int(name)
+    return number if number <= _INT64_MAX else None
+
+
+def _looks_numeric(name: str) -> bool:
+    stripped = name.strip().lstrip("+-")
+    return bool(stripped) and (stripped.isdigit() or stripped.isdecimal() or stripped.isnumeric())
 
 
 def _dir_state(path: str, model_files: tuple[str, ...]) -> _DirState:

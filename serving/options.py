@@ -7,6 +7,8 @@ import os
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.config import BatchingOptions
+from serving.limits import Limits
+from serving.tls import TlsConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,3 +54,9 @@ class ServerOptions:
     enable_serialization_as_tensor_content: bool = False
     enable_profiler: bool = True
     request_threads: int = max(8, 4 * (os.cpu_count() or 1))
+    limits: Limits = Limits()
+    rest_slots: int = 0  # --rest_api_num_threads (0: 4 per CPU, the reference's default)
+    grpc_slots: int = 0  # --grpc_max_threads (likewise)
+    drain_timeout_s: float = 20.0  # --drain_timeout_seconds
+    tls: TlsConfig | None = None  # --ssl_config_file
+    allow_remote_model_management: bool = False

@@ -111,6 +111,11 @@ class Servable:
         by_name = dict(zip(unique_fetches, results))
         return [np.asarray(by_name[name]) for name in fetch_names]
 
+    @property
+    def running(self) -> int:
+        """Runs executing now on worker threads."""
+        return self._running
+
     def close(self) -> None:
         """Releases the session once no run is executing (blocking; call it off the event loop)."""
         with self._idle:
@@ -194,7 +199,7 @@ def _signature(key: str, sig: meta_graph_pb2.SignatureDef) -> Signature:
     defaults = {}
     for alias, proto in sig.defaults.items():
         try:
-            defaults[alias] = tensor_codec.array_from_proto(proto)
+            defaults[alias] = tensor_codec.array_from_proto(proto, max_implied_bytes=None)  # the model's own
         except ValueError:
             pass  # an unusable default behaves as no default: the input must then be sent
     return Signature(key, sig.method_name, specs(sig.inputs), specs(sig.outputs), defaults, sig)

@@ -25,6 +25,7 @@ import tensorflow as tf
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
+from serving import large_json, wire
 from serving.errors import Code, ServingError, invalid_argument
 
 DT = types_pb2.DataType
@@ -118,50 +119,189 @@ def dtype_of_array(array: np.ndarray) -> int:
 # TensorProto <-> numpy
 
 
-def array_from_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """``Tensor::FromProto``: either encoding, short value lists repeat their last value.
+# The most dimensions a tensor may have here: numpy's limit (TensorFlow's is 254).
+MAX_RANK = 32
+# A TensorProto whose value list is shorter than its shape repeats its last value (zeros when it has
+# none): the values it leaves implicit may take at most this much memory once decoded. The reference
+# allocates whatever the shape declares; here a request cannot make the server allocate what it did
+# not send.
+MAX_IMPLIED_BYTES = 1 << 20
+_INT64_MAX = 2**63 - 1
+# Bytes per element of a string tensor beyond the string itself (numpy's pointer, TF's tstring).
+_STRING_ELEMENT_OVERHEAD = 32
+# Value lists are converted this many values at a time, so that no single call holds the GIL for
+# long (the event loop keeps answering while a worker thread converts a large tensor).
+_CHUNK = 1 << 16
+# Packed fixed-width value fields by name: (field number, little-endian element type). Converting these
+# through their wire bytes costs a memcpy instead of one Python float per value.
+_PACKED_FIXED = {name: (number, element) for number, (name, element) in wire.PACKED_FIXED.items()}
+_NATIVE = {name: element.newbyteorder("=") for name, (_, element) in _PACKED_FIXED.items()}
 
-    Raises ValueError for a proto the reference server would refuse ("tensor parsing error").
+
+class ImpliedValuesTooLarge(ValueError):
+    """A TensorProto's shape asks for far more values than it carries."""
+
+
+def declared_shape(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
+    """The shape a TensorProto declares, checked as ``TensorShape`` does (no allocation).
+
+    Raises ValueError for an unknown rank, a negative dimension, too many dimensions or more than
+    2^63-1 elements.
     """
+    if proto.tensor_shape.unknown_rank:
+        raise ValueError("unknown rank")
+    dims = proto.tensor_shape.dim
+    if len(dims) > MAX_RANK:
+        raise ValueError(f"rank {len(dims)} is more than {MAX_RANK}")
+    shape = tuple(d.size for d in dims)
+    if shape and min(shape) < 0:
+        raise ValueError("negative dimension")
+    if len(shape) > 1 and math.prod(shape) > _INT64_MAX:
+        raise ValueError("more than 2^63-1 elements")
+    return shape
+
+
+def check_proto(proto: tensor_pb2.TensorProto | wire.WireTensor,
+                max_implied_bytes: int | None = MAX_IMPLIED_BYTES) -> tuple[int, ...]:
+    """Everything ``array_from_proto`` checks, without allocating: returns the declared shape.
+
+    Raises ValueError for a proto the reference server would refuse ("tensor parsing error"), and
+    ImpliedValuesTooLarge when the values a short value list leaves implicit would take more than
+    ``max_implied_bytes`` once decoded (None: no limit, for a model's own signature defaults).
+    A ``wire.WireTensor`` (a large request's tensor, see ``serving.wire``) is checked the same way.
+    """
+    proto, override = _split(proto)
     entry = _PROTO_FIELD.get(proto.dtype)
     if entry is None:
         raise ValueError(f"unsupported dtype {dtype_string(proto.dtype)}")
     field, np_dtype = entry
-    if proto.tensor_shape.unknown_rank:
-        raise ValueError("unknown rank")
-    shape = tuple(d.size for d in proto.tensor_shape.dim)
-    if any(size < 0 for size in shape):
-        raise ValueError("negative dimension")
+    shape = declared_shape(proto)
     count = math.prod(shape)
-    if proto.tensor_content:
+    content = _tensor_content(proto, override)
+    if len(content):
         if proto.dtype == types_pb2.DT_STRING:
             raise ValueError("string tensor_content is not supported")
-        if len(proto.tensor_content) != count * np_dtype.itemsize:
+        if len(content) != count * np_dtype.itemsize:
             raise ValueError("tensor_content size does not match the shape")
-        return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape)
-    values = getattr(proto, field)
-    if proto.dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
-        flat = np.array(values, dtype=np.uint16).view(np_dtype)
-    elif proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
-        pairs = np.array(values, dtype=np.float64)
-        if pairs.size % 2:
+        return shape
+    values = override[field] if field in override else getattr(proto, field)
+    carried = len(values)
+    if proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+        if carried % 2:
             raise ValueError("odd number of complex components")
-        flat = (pairs[0::2] + 1j * pairs[1::2]).astype(np_dtype)
+        carried //= 2
+    if carried > count:
+        raise ValueError("more values than the shape holds")
+    implied = count - carried
+    if max_implied_bytes is not None and implied:
+        if proto.dtype == types_pb2.DT_STRING:
+            element_bytes = _STRING_ELEMENT_OVERHEAD + (len(values[-1]) if carried else 0)
+        else:
+            element_bytes = np_dtype.itemsize
+        if implied * element_bytes > max_implied_bytes:
+            raise ImpliedValuesTooLarge(
+                f"its shape {shape_string(shape)} holds {count} values but it carries {carried}; the {implied} "
+                f"values it leaves implicit would take {implied * element_bytes} bytes, more than the "
+                f"{max_implied_bytes} this server fills in (send the values, or use tensor_content)"
+            )
+    return shape
+
+
+def array_from_proto(proto: tensor_pb2.TensorProto | wire.WireTensor,
+                     max_implied_bytes: int | None = MAX_IMPLIED_BYTES) -> np.ndarray:
+    """``Tensor::FromProto``: either encoding, short value lists repeat their last value.
+
+    Raises as ``check_proto`` does, before allocating anything of the declared size.
+    """
+    return array_from_checked(proto, check_proto(proto, max_implied_bytes))
+
+
+def array_from_checked(proto: tensor_pb2.TensorProto | wire.WireTensor, shape: tuple[int, ...]) -> np.ndarray:
+    """``array_from_proto`` for a proto ``check_proto`` has passed (``shape`` is what it returned)."""
+    proto, override = _split(proto)
+    field, np_dtype = _PROTO_FIELD[proto.dtype]
+    count = math.prod(shape)
+    content = _tensor_content(proto, override)
+    if len(content):
+        return np.frombuffer(content, dtype=np_dtype).reshape(shape)
+    if proto.dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
+        flat = _values_array(proto.half_val, np.dtype(np.uint16)).view(np_dtype)
+    elif proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+        pairs = override[field] if field in override else _packed_values(proto, field)
+        flat = np.ascontiguousarray(pairs).view(np_dtype) if pairs.size else np.empty(0, np_dtype)
     elif proto.dtype == types_pb2.DT_STRING:
+        values = proto.string_val
         flat = np.empty(len(values), dtype=object)
-        flat[:] = list(values)
+        for i in range(0, len(values), _CHUNK):
+            if i:
+                large_json.yield_gil()
+            flat[i:i + _CHUNK] = values[i:i + _CHUNK]
+    elif field in _PACKED_FIXED:
+        flat = (override[field] if field in override else _packed_values(proto, field)).astype(np_dtype, copy=False)
     else:
-        flat = np.array(values, dtype=np_dtype)
+        flat = _values_array(getattr(proto, field), np_dtype)
     if flat.size == count:
         return flat.reshape(shape)
-    if flat.size > count:
-        raise ValueError("more values than the shape holds")
     if flat.size == 0:
         return np.zeros(shape, dtype=np_dtype) if proto.dtype != types_pb2.DT_STRING else _strings(shape, b"")
     padded = np.empty(count, dtype=np_dtype)
     padded[: flat.size] = flat
     padded[flat.size :] = flat[-1]
     return padded.reshape(shape)
+
+
+def _tensor_content(proto: tensor_pb2.TensorProto, override: dict):
+    # A large request's tensor_content is a view of the request's bytes (serving.wire): no copy.
+    return override["tensor_content"] if "tensor_content" in override else proto.tensor_content
+
+
+def _split(tensor) -> tuple[tensor_pb2.TensorProto, dict[str, np.ndarray]]:
+    if isinstance(tensor, wire.WireTensor):
+        return tensor.proto, tensor.values
+    return tensor, {}
+
+
+def _values_array(values, np_dtype: np.dtype) -> np.ndarray:
+    """A repeated scalar field as an array, converted a chunk at a time."""
+    if len(values) <= _CHUNK:
+        return np.array(values, dtype=np_dtype)
+    flat = np.empty(len(values), dtype=np_dtype)
+    for i in range(0, len(values), _CHUNK):
+        if i:
+            large_json.yield_gil()
+        flat[i:i + _CHUNK] = values[i:i + _CHUNK]
+    return flat
+
+
+def _packed_values(proto: tensor_pb2.TensorProto, field: str) -> np.ndarray:
+    """A fixed-width value field read from its packed wire bytes (``[re, im, ...]`` for complex)."""
+    number, wire_dtype = _PACKED_FIXED[field]
+    native = _NATIVE[field]
+    values = getattr(proto, field)
+    if len(values) <= _CHUNK:
+        return np.array(values, dtype=native)
+    # The value field is the proto's only large one (tensor_content is empty here): serializing the
+    # proto is a memcpy of it, and its top-level fields are few.
+    data = proto.SerializeToString()
+    pieces = []
+    offset = 0
+    while offset < len(data):
+        key, offset = wire.read_varint(data, offset)
+        wire_type = key & 7
+        if wire_type == 0:
+            _, offset = wire.read_varint(data, offset)
+        elif wire_type == 2:
+            length, offset = wire.read_varint(data, offset)
+            if key >> 3 == number:
+                pieces.append(np.frombuffer(data, dtype=wire_dtype, count=length // wire_dtype.itemsize,
+                                            offset=offset))
+            offset += length
+        else:  # an unpacked fixed-width value or something unexpected: the slow, certain way
+            return _values_array(values, native)
+    flat = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    if flat.size != len(values):
+        return _values_array(values, native)
+    return flat.astype(native, copy=False)
 
 
 def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray, as_tensor_content: bool = False) -> None:
@@ -174,17 +314,56 @@ def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray, as_tensor_conte
     for size in array.shape:
         dims.add(size=size)
     field = _PROTO_FIELD[dtype][0]
+    flat = array.ravel()
     if dtype == types_pb2.DT_STRING:
-        proto.string_val.extend(_as_bytes(v) for v in array.ravel())
+        for i in range(0, flat.size, _CHUNK):
+            if i:
+                large_json.yield_gil()
+            proto.string_val.extend([_as_bytes(v) for v in flat[i:i + _CHUNK]])
     elif as_tensor_content:
         proto.tensor_content = np.ascontiguousarray(array).tobytes()
-    elif dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
-        proto.half_val.extend(array.ravel().view(np.uint16).tolist())
-    elif dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
-        flat = array.ravel()
-        getattr(proto, field).extend(np.stack([flat.real, flat.imag], axis=-1).ravel().tolist())
+    elif field in _PACKED_FIXED and flat.size > _CHUNK:
+        # One packed field parsed from its wire bytes, rather than one Python float per value.
+        number, wire_dtype = _PACKED_FIXED[field]
+        if dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+            flat = np.stack([flat.real, flat.imag], axis=-1)
+        payload = np.ascontiguousarray(flat, dtype=wire_dtype).tobytes()
+        proto.MergeFromString(wire.len_field(number, payload))
     else:
-        getattr(proto, field).extend(array.ravel().tolist())
+        if dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
+            flat = flat.view(np.uint16)
+        elif dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+            flat = np.stack([flat.real, flat.imag], axis=-1).ravel()
+        values = getattr(proto, field)
+        for i in range(0, flat.size, _CHUNK):
+            if i:
+                large_json.yield_gil()
+            values.extend(flat[i:i + _CHUNK].tolist())
+
+
+def serialized_tensor_proto(array: np.ndarray, as_tensor_content: bool = False) -> list:
+    """``fill_proto``'s TensorProto, serialized, as byte pieces to be joined: a fixed-width value field or
+    tensor_content is the array's own memory (a large response is never built as a message)."""
+    dtype = dtype_of_array(array)
+    field = _PROTO_FIELD.get(dtype, ("",))[0]
+    if dtype == types_pb2.DT_STRING or (not as_tensor_content and field not in _PACKED_FIXED):
+        proto = tensor_pb2.TensorProto()
+        fill_proto(proto, array, as_tensor_content)
+        return [proto.SerializeToString()]
+    head = tensor_pb2.TensorProto(dtype=dtype)
+    for size in array.shape:
+        head.tensor_shape.dim.add(size=size)
+    if as_tensor_content:
+        number, payload = 4, np.ascontiguousarray(array)
+    else:
+        number, element = _PACKED_FIXED[field]
+        flat = array.ravel()
+        if dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+            flat = np.stack([flat.real, flat.imag], axis=-1)
+        payload = np.ascontiguousarray(flat, dtype=element)
+    if not payload.nbytes:  # proto3 writes no empty field
+        return [head.SerializeToString()]
+    return [head.SerializeToString(), wire.field_header(number, payload.nbytes), memoryview(payload).cast("B")]
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -209,10 +388,16 @@ def parse_json_object(body: bytes) -> dict:
     """
     if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        doc = _lenient_loads(body)
+    if len(body) > large_json.LARGE_BODY:  # in pieces, so that the GIL is never held for long
+        try:
+            doc = large_json.loads(body)
+        except large_json.Malformed:
+            doc = _lenient_loads(body, pure_python=True)
+    else:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            doc = _lenient_loads(body)
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {debug_string(doc)} Is not object")
     return doc
@@ -232,8 +417,15 @@ _RAPIDJSON_MESSAGES = [
 ]
 
 
-def _lenient_loads(body: bytes) -> Any:
-    if b"Inf" in body:
+def has_bool_tokens(body: bytes) -> bool:
+    """Whether a body may hold JSON ``true``/``false`` (see ``predict_inputs_from_json``)."""
+    if len(body) > large_json.LARGE_BODY:
+        return large_json.contains_bool_tokens(body)
+    return b"true" in body or b"false" in body
+
+
+def _lenient_loads(body: bytes, pure_python: bool = False) -> Any:
+    if not pure_python and b"Inf" in body:  # the pure-Python scanner reads Inf itself
         # rapidjson also accepts "Inf"/"-Inf", Python's json only "Infinity".
         body = _INF_TOKEN.sub(lambda m: m.group(0) if m.group(0).startswith(b'"') else m.group(1) + b"Infinity", body)
     try:
@@ -244,7 +436,12 @@ def _lenient_loads(body: bytes) -> Any:
     if start == len(text):
         raise invalid_argument(f"JSON Parse error: The document is empty. at offset: {start}")
     try:
-        doc, _ = json.JSONDecoder().raw_decode(text, start)
+        if pure_python:
+            doc, _ = large_json.python_raw_decode(text, start)
+        else:
+            doc, _ = json.JSONDecoder(parse_float=large_json.strict_float).raw_decode(text, start)
+    except large_json.NumberTooBig:
+        raise invalid_argument("JSON Parse error: Number too big to be stored in double.") from None
     except json.JSONDecodeError as e:
         offset = len(text[: e.pos].encode("utf-8"))
         raise invalid_argument(f"JSON Parse error: {_rapidjson_message(e, text)} at offset: {offset}") from None
@@ -474,6 +671,7 @@ def _add_instance(name: str, value: Any, input_dtypes: Mapping[str, int], builde
         raise invalid_argument(f"JSON object: does not have named input: {name}")
     dtype = input_dtypes[name]
     shape = _dense_shape(value)
+    _check_rank(value, len(shape), MAX_RANK - 1)  # one more dimension for the batch
     values: list = []
     _fill(value, 0, shape, dtype, values)
     batch = builders.get(name)
@@ -509,6 +707,7 @@ def _json_tensor(value: Any, dtype: int, has_bool_tokens: bool) -> np.ndarray:
     if array is not None:
         return array
     shape = _dense_shape(value)
+    _check_rank(value, len(shape), MAX_RANK)
     values: list = []
     _fill(value, 0, shape, dtype, values)
     return _make_array(values, shape, dtype)
@@ -519,7 +718,7 @@ def _fast_array(value: Any, dtype: int, has_bool_tokens: bool) -> np.ndarray | N
     if dtype == types_pb2.DT_STRING or (has_bool_tokens and dtype != types_pb2.DT_BOOL):
         return None
     try:
-        array = np.array(value)
+        array = _np_array(value)
     except (ValueError, OverflowError, TypeError):
         return None
     kind = array.dtype.kind
@@ -538,6 +737,37 @@ def _fast_array(value: Any, dtype: int, has_bool_tokens: bool) -> np.ndarray | N
     return array.astype(_PROTO_FIELD[dtype][1], copy=False)
 
 
+# np.array of a nested list is one C call: a long list is converted this many elements at a time.
+_ARRAY_SLICE = 1 << 16
+
+
+def _np_array(value: Any) -> np.ndarray:
+    """``np.array(value)`` for a JSON value, a slice at a time when it is large. Raises ValueError when the
+    slices disagree (ragged, or of types a single conversion would have mixed): the caller then takes the
+    exact path."""
+    if not isinstance(value, list) or not value or (len(value) <= 4096 and not isinstance(value[0], list)):
+        return np.array(value)
+    per_item = math.prod(_dense_shape(value[0]))
+    if per_item * len(value) <= _ARRAY_SLICE:
+        return np.array(value)
+    if per_item >= _ARRAY_SLICE:
+        parts = [_np_array(item)[np.newaxis] for item in value]
+    else:
+        step = _ARRAY_SLICE // max(per_item, 1)
+        parts = []
+        for i in range(0, len(value), step):
+            if i:
+                large_json.yield_gil()
+            parts.append(np.array(value[i:i + step]))
+    first = parts[0]
+    for part in parts:
+        if part.shape[1:] != first.shape[1:] or part.dtype.kind == "O":
+            raise ValueError("ragged")
+        if part.dtype != first.dtype and not {part.dtype.kind, first.dtype.kind} <= {"i", "f"}:
+            raise ValueError("mixed types")
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def _dense_shape(value: Any) -> tuple[int, ...]:
     # GetDenseTensorShape: the nesting of the first element at each level.
     shape = []
@@ -547,6 +777,16 @@ def _dense_shape(value: Any) -> tuple[int, ...]:
             break
         value = value[0]
     return tuple(shape)
+
+
+def _check_rank(value: Any, rank: int, max_rank: int) -> None:
+    # Checked before _fill recurses: deep nesting is a 400, never a stack overflow (the reference's
+    # limit is TensorShape's 254 dimensions; numpy's is 32).
+    if rank > max_rank:
+        raise invalid_argument(
+            f"JSON Value: {debug_string(value)} is nested {rank} levels deep; a tensor here may have at most "
+            f"{max_rank} dimensions"
+        )
 
 
 def _fill(value: Any, level: int, shape: tuple[int, ...], dtype: int, out: list) -> None:
@@ -802,7 +1042,10 @@ _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
 def _dumps(document: Any, arrays) -> bytes:
+    arrays = list(arrays)
     if all(_all_finite(a) for a in arrays):
+        if sum(a.nbytes for a in arrays) > large_json.MAX_PIECE:  # in chunks, never one long call
+            return large_json.dumps_large(document, _ORJSON_OPTIONS)
         return orjson.dumps(document, option=_ORJSON_OPTIONS)
     # orjson writes NaN/Infinity as null; the reference writes the bare tokens (spec §2.2).
     return _dumps_non_finite(document).encode("utf-8")

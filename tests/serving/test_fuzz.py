@@ -11,6 +11,7 @@ import warnings
 
 import grpc
 import numpy as np
+import psutil
 import pytest
 import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
@@ -73,6 +74,8 @@ bad_rest_requests = st.one_of(
     # numbers beyond double range
     st.integers(min_value=10**309, max_value=10**320).map(
         lambda n: ("POST", "/v1/models/default:predict", f'{{"instances": [{n}]}}'.encode())),
+    st.tuples(st.sampled_from(["", "-"]), st.integers(1, 9), st.integers(309, 100_000)).map(
+        lambda t: ("POST", "/v1/models/default:predict", f'{{"instances": [{t[0]}{t[1]}e{t[2]}]}}'.encode())),
     # wrong input names
     NAME.filter(lambda n: n != "x").map(
         lambda n: ("POST", "/v1/models/default:predict", json.dumps({"inputs": {n: [1.0]}}).encode())),
@@ -104,7 +107,7 @@ def test_rest_refuses_invalid_requests(conformance_server, request):
     method, path, body = request
     response = conformance_server.rest.request(method, path, body)
     assert 400 <= response.status < 500, (request, response)
-    assert "error" in response.json()
+    assert "error" in response.json() and b"Traceback" not in response.body
 
 
 REQUESTS = {
@@ -148,6 +151,7 @@ def test_grpc_refuses_undecodable_and_truncated_messages(conformance_server, req
     with pytest.raises(grpc.RpcError) as info:
         conformance_server.raw_grpc(method)(data, timeout=20)
     assert info.value.code() not in (grpc.StatusCode.OK, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert "Traceback" not in (info.value.details() or "")
 
 
 DTYPES = [tf.int32, tf.int64, tf.string, tf.bool, tf.float64, tf.float16, tf.uint8]
@@ -187,6 +191,81 @@ def test_grpc_refuses_wrong_dtypes_names_and_shapes(conformance_server, request)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
 
 
+# ------------------------------------------------------------------------- depth, rank and declared shapes
+
+
+def _nest(depth: int, kinds: list[str], leaf: str) -> str:
+    # kinds[i % len(kinds)] says whether level i is an array or an object member
+    text = leaf
+    for level in range(depth):
+        text = f"[{text}]" if kinds[level % len(kinds)] == "a" else f'{{"x": {text}}}'
+    return text
+
+
+deep_json_bodies = st.builds(
+    lambda depth, kinds, leaf, place: {
+        "instances": '{"instances": [%s]}',
+        "inputs": '{"inputs": %s}',
+        "named": '{"instances": [{"x": %s}]}',
+        "named_inputs": '{"inputs": {"x": %s}}',
+        "signature": '{"signature_name": %s, "instances": [1.0]}',
+        "examples": '{"examples": [{"x": %s}]}',
+        "context": '{"context": {"x": %s}, "examples": [{"x": 1.0}]}',
+    }[place] % _nest(depth, kinds, leaf),
+    st.one_of(st.integers(33, 1200), st.integers(1200, 20_000)),  # beyond numpy's 32 dimensions
+    st.lists(st.sampled_from("ao"), min_size=1, max_size=3),
+    st.sampled_from(["1.0", "true", '"s"', "null", '{"b64": "AA=="}', "[]", "{}"]),
+    st.sampled_from(["instances", "inputs", "named", "named_inputs", "signature", "examples", "context"]),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(deep_json_bodies, st.sampled_from(["predict", "regress", "classify"]))
+def test_rest_refuses_deeply_nested_and_high_rank_json_with_a_400(conformance_server, body, verb):
+    response = conformance_server.rest.post(f"/v1/models/default:{verb}", body)
+    assert response.status == 400, (body[:120], response.status, response.body[:300])
+    assert response.error
+
+
+@st.composite
+def shape_declared_tensors(draw):
+    """A TensorProto whose shape asks for far more values than it carries (at most three), or a shape no tensor
+    can have: refused as INVALID_ARGUMENT before anything of the declared size is allocated."""
+    request = predict_request(draw(st.sampled_from(["default", "two_versions"])))
+    proto = request.inputs["x"]
+    proto.Clear()
+    dtype = draw(st.sampled_from([tf.float32, tf.string, tf.int64, tf.float64, tf.bool, tf.complex64]))
+    proto.dtype = dtype.as_datatype_enum
+    kind = draw(st.sampled_from(["huge", "rank", "overflow"]))
+    if kind == "rank":
+        dims = [1] * draw(st.integers(33, 300))
+    elif kind == "overflow":
+        dims = draw(st.lists(st.integers(2**20, 2**62), min_size=4, max_size=6))
+    else:  # 2^21 to 2^62 elements in all: more than the 1 MiB a request may leave implicit, even for bools
+        total = draw(st.integers(21, 62))
+        dims = [2 ** part for part in np.diff(sorted({0, total, *draw(st.lists(st.integers(0, total), max_size=3))}))]
+    for size in dims:
+        proto.tensor_shape.dim.add(size=int(size))
+    count = draw(st.integers(0, 3))
+    if dtype == tf.string:
+        proto.string_val.extend([draw(st.binary(max_size=8)) for _ in range(count)])
+    elif dtype == tf.complex64:
+        proto.scomplex_val.extend([1.0, 2.0] * count)
+    else:
+        field = {tf.float32: "float_val", tf.int64: "int64_val", tf.float64: "double_val", tf.bool: "bool_val"}[dtype]
+        getattr(proto, field).extend([1] * count)
+    return request
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(shape_declared_tensors())
+def test_grpc_refuses_shape_declared_tensors_without_allocating(conformance_server, request):
+    with pytest.raises(grpc.RpcError) as info:
+        conformance_server.predictions.Predict(request, timeout=20)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert info.value.details().startswith("tensor parsing error: x")
+
+
 def test_server_is_healthy_after_the_fuzzing(conformance_server):
     status = conformance_server.rest.get("/v1/models/default").json()
     assert status["model_version_status"][0]["state"] == "AVAILABLE"
@@ -194,3 +273,5 @@ def test_server_is_healthy_after_the_fuzzing(conformance_server):
     assert conformance_server.rest.post("/v1/models/default:predict", {"instances": [2.0]}).json() == {
         "predictions": [3.0]}
     assert conformance_server.handle.is_running()
+    # Thousands of requests declaring gigabytes later, the server holds no more than a model server should.
+    assert psutil.Process(conformance_server.handle.process.pid).memory_info().rss < 2 << 30

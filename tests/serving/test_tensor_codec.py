@@ -1,13 +1,18 @@
 """JSON and TensorProto encodings (spec §2.2, §2.5, §2.6, §3.3), against util/json_tensor_test.cc."""
 import base64
 import json
+import struct
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.framework import types_pb2
+from google.protobuf.message import DecodeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import predict_pb2
 
-from serving import tensor_codec
+from serving import tensor_codec, wire
 from serving.errors import Code, ServingError
 
 FLOAT = {"x": types_pb2.DT_FLOAT}
@@ -37,6 +42,7 @@ def test_parse_accepts_nan_infinity_and_trailing_bytes():
 @pytest.mark.parametrize("body, message", [
     (b"", "JSON Parse error: The document is empty"),
     (b"instances = [1, 2]", "JSON Parse error: Invalid value. at offset: 0"),
+    (b'{"instances": [1e999]}', "JSON Parse error: Number too big to be stored in double."),  # not infinity
     (b'{"a": 1,}', "JSON Parse error: Missing a name for object member. at offset: 8"),
     (b'{"a" 1}', "JSON Parse error: Missing a colon after a name of object member."),
     (b'{"a": [1 2]}', "JSON Parse error: Missing a comma or ']' after an array element."),
@@ -221,6 +227,44 @@ def test_tensor_proto_round_trip_matches_tensorflow(value):
     np.testing.assert_array_equal(tf.make_ndarray(out), value)
 
 
+LARGE = 200_003  # more than one conversion chunk: the packed-wire and chunked paths
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128, np.int32, np.int64, np.uint8,
+                                   np.int8, np.int16, np.uint16, np.uint32, np.uint64, np.float16, np.bool_, object,
+                                   tf.bfloat16.as_numpy_dtype])
+def test_large_typed_value_fields_round_trip(dtype):
+    rng = np.random.default_rng(0)
+    if dtype is object:
+        value = np.array([bytes([i % 256]) * (i % 5) for i in range(LARGE)], object)
+    else:
+        value = (rng.random(LARGE) * 200 - 100) * (rng.random(LARGE) + 1j if np.dtype(dtype).kind == "c" else 1)
+        value = np.abs(value).astype(dtype) if np.dtype(dtype).kind in "ub" else value.astype(dtype)
+    out = tf.make_tensor_proto([0])
+    out.Clear()
+    tensor_codec.fill_proto(out, value.reshape(1, LARGE))
+    assert not out.tensor_content
+    np.testing.assert_array_equal(tf.make_ndarray(out), value.reshape(1, LARGE))  # what TensorFlow reads
+    decoded = tensor_codec.array_from_proto(out)
+    assert decoded.dtype == value.dtype and decoded.shape == (1, LARGE)
+    np.testing.assert_array_equal(decoded.ravel(), value)
+    if dtype is not object:  # a short list in the same encoding still repeats its last value
+        del out.tensor_shape.dim[:]
+        out.tensor_shape.dim.add(size=LARGE + 7)
+        np.testing.assert_array_equal(tensor_codec.array_from_proto(out)[-8:], np.repeat(value[-1:], 8))
+
+
+def test_implied_values_are_limited_before_allocating():
+    ok = tensor_codec.array_from_proto(tf.make_tensor_proto(1.0, shape=[tensor_codec.MAX_IMPLIED_BYTES // 4]))
+    assert ok.shape == (tensor_codec.MAX_IMPLIED_BYTES // 4,) and ok.min() == 1.0
+    with pytest.raises(tensor_codec.ImpliedValuesTooLarge, match=r"shape \[60000000\] holds 60000000 values"):
+        tensor_codec.array_from_proto(tf.make_tensor_proto(1.0, shape=[60_000_000]))
+    with pytest.raises(tensor_codec.ImpliedValuesTooLarge):  # a string's length counts
+        tensor_codec.array_from_proto(tf.make_tensor_proto(b"x" * 4096, shape=[300]))
+    big_default = tensor_codec.array_from_proto(tf.make_tensor_proto(0, shape=[1 << 20]), max_implied_bytes=None)
+    assert big_default.size == 1 << 20  # a model's own defaults are trusted
+
+
 def test_short_value_lists_repeat_the_last_value():
     proto = tf.make_tensor_proto([1.0], shape=[1])
     proto.tensor_shape.dim[0].size = 3
@@ -243,3 +287,88 @@ def test_invalid_tensor_protos_are_refused(mutate):
 def test_b64_output_is_standard_padded_base64():
     body = tensor_codec.predict_response_json({"out_bytes": np.array([b"\xff\xfe"], object)}, tensor_codec.ROW)
     assert json.loads(body)["predictions"][0]["b64"] == base64.b64encode(b"\xff\xfe").decode()
+
+
+# ---------------------------------------------------------------------------------- wire level (serving.wire)
+
+
+def _unpacked(number: int, values, fmt: str) -> bytes:
+    """``values`` as one field occurrence each (the unpacked encoding protobuf parsers also accept)."""
+    return b"".join(wire.varint(number << 3 | (5 if fmt == "<f" else 1)) + struct.pack(fmt, v) for v in values)
+
+
+@st.composite
+def predict_request_bytes(draw):
+    """A serialized PredictRequest as a client may send it: any dtype and encoding, repeated keys and fields."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = draw(st.text(max_size=5))
+    request.output_filter.extend(draw(st.lists(st.text(max_size=3), max_size=2)))
+    parts = [request.SerializeToString()]
+    for _ in range(draw(st.integers(0, 4))):
+        alias = draw(st.sampled_from(["x", "y", "é", ""]))
+        dtype = draw(st.sampled_from([np.float32, np.float64, np.complex64, np.int32, np.int64, object, np.bool_]))
+        count = draw(st.integers(0, 40))
+        values = np.array(draw(st.lists(st.integers(-5, 5), min_size=count, max_size=count)))
+        array = values.astype(bytes).astype(object) if dtype is object else values.astype(dtype)
+        tensor = tf.make_tensor_proto(array)
+        if draw(st.booleans()) and dtype is not object:  # typed values rather than tensor_content
+            tensor = tensor_pb2.TensorProto()
+            tensor_codec.fill_proto(tensor, array)
+        data = tensor.SerializeToString()
+        if dtype in (np.float32, np.float64) and count and draw(st.booleans()):  # an unpacked occurrence too
+            data += _unpacked(5 if dtype == np.float32 else 6, [1.5], "<f" if dtype == np.float32 else "<d")
+        if draw(st.booleans()):  # the value split in two occurrences, which protobuf merges
+            cut = draw(st.integers(0, len(data)))
+            try:
+                tensor_pb2.TensorProto.FromString(data[:cut])
+                tensor_pb2.TensorProto.FromString(data[cut:])
+                value = wire.len_field(2, data[:cut]) + wire.len_field(2, data[cut:])
+            except Exception:
+                value = wire.len_field(2, data)
+        else:
+            value = wire.len_field(2, data)
+        parts.append(wire.len_field(2, wire.len_field(1, alias.encode()) + value))
+    if draw(st.booleans()):
+        parts.append(wire.len_field(1, b"\x1a\x01s"))  # a second model_spec occurrence: merged (signature "s")
+    return b"".join(draw(st.permutations(parts)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(predict_request_bytes())
+def test_large_predict_requests_read_from_their_bytes_as_protobuf_reads_them(data):
+    expected = predict_pb2.PredictRequest.FromString(data)
+    head, inputs = wire.split_predict_request(data)
+    assert head.model_spec == expected.model_spec and list(head.output_filter) == list(expected.output_filter)
+    assert sorted(inputs) == sorted(expected.inputs)
+    for alias, proto in expected.inputs.items():
+        try:
+            want = tensor_codec.array_from_proto(proto)
+        except ValueError as e:
+            with pytest.raises(type(e)):
+                tensor_codec.array_from_proto(inputs[alias])
+            continue
+        got = tensor_codec.array_from_proto(inputs[alias])
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bad", [b"\x12\xff\xff\xff\xff\x0f", b"\x12\x05\x0a\x01x\x12", b"\x0a\x80",
+                                 wire.len_field(2, wire.len_field(2, b"\x2a\x03abc"))])
+def test_malformed_large_requests_are_refused_by_the_wire_reader(bad):
+    with pytest.raises((ValueError, DecodeError)):
+        wire.split_predict_request(bad)
+
+
+@pytest.mark.parametrize("as_tensor_content", [False, True])
+def test_large_responses_written_as_bytes_parse_as_the_message_would(as_tensor_content):
+    outputs = {"y": np.arange(100_000, dtype=np.float32).reshape(10, -1), "z": np.array([b"a", b""], object),
+               "c": np.array([1 + 2j], np.complex64), "i": np.array([-3, 4], np.int64), "e": np.zeros((0, 3))}
+    head = predict_pb2.PredictResponse()
+    head.model_spec.name = "m"
+    data = wire.predict_response_bytes(head, {alias: tensor_codec.serialized_tensor_proto(array, as_tensor_content)
+                                              for alias, array in outputs.items()})
+    expected = predict_pb2.PredictResponse()
+    expected.model_spec.name = "m"
+    for alias, array in outputs.items():
+        tensor_codec.fill_proto(expected.outputs[alias], array, as_tensor_content)
+    assert predict_pb2.PredictResponse.FromString(data) == expected

@@ -10,6 +10,7 @@ import dataclasses
 import http.client
 import json
 import os
+import ssl
 import stat
 import sys
 import textwrap
@@ -124,10 +125,10 @@ class Response:
 
 
 class Rest:
-    """A plain HTTP client (http.client): any method, any raw path, any body."""
+    """A plain HTTP client (http.client): any method, any raw path, any body; HTTPS with ``tls``."""
 
-    def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None):
+        self.host, self.port, self.tls = host, port, tls
 
     def request(self, method: str, path: str, body: bytes | str | dict | None = None,
                 headers: dict[str, str] | None = None, timeout: float = 30) -> Response:
@@ -135,7 +136,8 @@ class Rest:
             body = json.dumps(body)
         if isinstance(body, str):
             body = body.encode("utf-8")
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        connection = (http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.tls)
+                      if self.tls else http.client.HTTPConnection(self.host, self.port, timeout=timeout))
         try:
             connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
@@ -169,11 +171,119 @@ class Server:
         return self.channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
 
 
-def start(model_name: str, base_path: str, *extra_args: str, ready_timeout_s: float = 60, **kwargs) -> Server:
+def start(model_name: str, base_path: str, *extra_args: str, ready_timeout_s: float = 60,
+          tls: TlsClient | None = None, **kwargs) -> Server:
+    """A real embedded server; with ``tls``, one started with ``tls.ssl_config`` and talked to over TLS."""
+    if tls is not None:
+        extra_args = (*extra_args, f"--ssl_config_file={tls.ssl_config}")
     handle = launcher.start_server(model_name, base_path, kind="embedded", poll_wait_s=kwargs.pop("poll_wait_s", 0.2),
-                                   extra_args=extra_args, ready_timeout_s=ready_timeout_s, **kwargs)
-    channel = grpc.insecure_channel(handle.grpc_target, options=GRPC_OPTIONS)
-    return Server(handle, Rest(handle.host, handle.rest_port), channel)
+                                   extra_args=extra_args, ready_timeout_s=ready_timeout_s,
+                                   tls=tls.context() if tls else None, **kwargs)
+    if tls is None:
+        channel = grpc.insecure_channel(handle.grpc_target, options=GRPC_OPTIONS)
+    else:
+        channel = grpc.secure_channel(handle.grpc_target, tls.grpc_credentials(), options=GRPC_OPTIONS)
+    return Server(handle, Rest(handle.host, handle.rest_port, tls.context() if tls else None), channel)
+
+
+# ------------------------------------------------------------------------------------------ TLS
+
+
+@dataclasses.dataclass
+class Identity:
+    key_pem: bytes
+    cert_pem: bytes
+
+
+@dataclasses.dataclass
+class TlsClient:
+    """A CA, a server identity signed by it (for 127.0.0.1 and localhost), a client identity signed by it, and a
+    stranger: a client identity signed by another CA. ``ssl_config`` is the server's SSLConfig file."""
+
+    directory: str
+    ca_pem: bytes
+    server: Identity
+    client: Identity
+    stranger: Identity
+    ssl_config: str = ""
+    identity: Identity | None = None  # what this client presents (None: no certificate)
+
+    def as_(self, identity: Identity | None) -> TlsClient:
+        return dataclasses.replace(self, identity=identity)
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cadata=self.ca_pem.decode())
+        if self.identity is not None:
+            name = "stranger" if self.identity is self.stranger else "client"
+            cert, key = (os.path.join(self.directory, f"{name}.{part}.pem") for part in ("cert", "key"))
+            context.load_cert_chain(cert, key)
+        return context
+
+    def grpc_credentials(self) -> grpc.ChannelCredentials:
+        if self.identity is None:
+            return grpc.ssl_channel_credentials(root_certificates=self.ca_pem)
+        return grpc.ssl_channel_credentials(root_certificates=self.ca_pem, private_key=self.identity.key_pem,
+                                            certificate_chain=self.identity.cert_pem)
+
+    def write_ssl_config(self, path, client_verify: bool, **overrides) -> str:
+        """TF Serving's SSLConfig text proto (PEM contents, not file names)."""
+        from google.protobuf import text_format
+
+        from serving.tls import SSLConfig
+
+        fields = {"server_key": self.server.key_pem.decode(), "server_cert": self.server.cert_pem.decode(),
+                  "custom_ca": self.ca_pem.decode(), "client_verify": client_verify, **overrides}
+        with open(path, "w") as f:
+            f.write(text_format.MessageToString(SSLConfig(**fields)))
+        return str(path)
+
+
+def make_tls(directory, client_verify: bool = False) -> TlsClient:
+    """Keys and certificates made with ``cryptography`` (EC P-256), written under ``directory``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(common_name):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def issue(subject, key, issuer, issuer_key, ca=False, server=False):
+        builder = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if server:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        if not ca:
+            usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def pem(key, cert):
+        return Identity(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()), cert.public_bytes(serialization.Encoding.PEM))
+
+    ca_key, other_ca_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = issue("test CA", ca_key, "test CA", ca_key, ca=True)
+    keys = {role: ec.generate_private_key(ec.SECP256R1()) for role in ("server", "client", "stranger")}
+    server = pem(keys["server"], issue("127.0.0.1", keys["server"], "test CA", ca_key, server=True))
+    client = pem(keys["client"], issue("client", keys["client"], "test CA", ca_key))
+    stranger = pem(keys["stranger"], issue("stranger", keys["stranger"], "other CA", other_ca_key))
+    for role, identity in (("server", server), ("client", client), ("stranger", stranger)):
+        for part, data in (("cert", identity.cert_pem), ("key", identity.key_pem)):
+            with open(os.path.join(directory, f"{role}.{part}.pem"), "wb") as f:
+                f.write(data)
+    tls = TlsClient(str(directory), ca.public_bytes(serialization.Encoding.PEM), server, client, stranger)
+    tls.ssl_config = tls.write_ssl_config(os.path.join(directory, "ssl.config"), client_verify)
+    return tls.as_(client if client_verify else None)
 
 
 def stop(server: Server) -> None:
