@@ -6,6 +6,12 @@ are registered with the official generated method names and message types; the r
 deserializers are wrapped so that an undecodable request (e.g. a truncated message) is answered
 with INTERNAL and a clear message, as a C++ gRPC server answers a request it cannot parse, instead of
 grpcio's generic UNKNOWN.
+
+Predict, Classify, Regress and MultiInference pass the gate (``serving.admission``) before their request
+message is read (they are registered as stream-unary handlers, which a unary client cannot tell apart):
+RESOURCE_EXHAUSTED when the server is full. A large Predict is read and answered at the wire level on a
+codec thread (``serving.wire``). ``HandleReloadConfigRequest`` is accepted only from the callers
+``ModelManagementPolicy`` allows.
 """
 from __future__ import annotations
 

@@ -7,8 +7,18 @@ model name, as in the reference); the Prometheus page is an exact-path handler; 
 404 with a small HTML page. Every ``/v1/`` response is ``application/json``; errors are
 ``{"error": "<message>"}`` with the HTTP status of ``ToHTTPStatusCode``.
 
-Request bodies larger than ``--rest_api_max_body_bytes`` (ours; the reference has no limit) are
-refused with 413 and a JSON error.
+Hardening beyond the reference (``docs/limits-and-security.md``):
+
+* bodies larger than ``--rest_api_max_body_bytes`` are refused with 413 (a declared Content-Length at
+  once, unread); a body must arrive within ``READ_GRACE_S`` plus a second per MiB (else 408), and a
+  connection must send a request's headers within ``KEEPALIVE_TIMEOUT_S``; at most ``max_connections()``
+  connections are open at once (more are answered 503 and closed);
+* predict, classify and regress requests pass the front end's gate (``serving.admission``): 503 with
+  ``Retry-After`` when the server is full; status, metadata and monitoring requests are never gated;
+* large bodies are decoded and their responses encoded on codec threads, in pieces (``serving.large_json``),
+  so the event loop keeps answering;
+* a failure that is not an API error is INTERNAL with an incident id (``serving.errors``); aiohttp's
+  own error pages carry no traceback.
 """
 from __future__ import annotations
 

@@ -62,6 +62,7 @@ class Server:
         self._inference = Inference(runner, self.metrics, options.enable_signature_method_name_check)
         self._grpc: grpc.aio.Server | None = None
         self._rest: web.ServerRunner | None = None
+        self._rest_api: RestApi | None = None
         self._config_poller: asyncio.Task | None = None
         self._profiler: ProfilerService | None = None
 

@@ -26,14 +26,16 @@ def publish(source, base_path, version):
     os.rename(staging, os.path.join(base_path, str(version)))
 
 
-@pytest.fixture
-def watched(tmp_path, saved_half_plus_two):
-    for name in ("odd", "churn"):
-        shutil.copytree(saved_half_plus_two[1.0], tmp_path / name / "1")
-    config = write_config(tmp_path / "models.config", [
-        {"name": "odd", "base_path": tmp_path / "odd"}, {"name": "churn", "base_path": tmp_path / "churn"}])
-    server = start("odd", str(tmp_path / "odd"), f"--model_config_file={config}", poll_wait_s=0.1)
-    server.root = tmp_path
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory, saved_half_plus_two):
+    """One server, a model per test."""
+    root = tmp_path_factory.mktemp("watched")
+    models = ("odd", "failing", "churn")
+    for name in models:
+        shutil.copytree(saved_half_plus_two[1.0], root / name / "1")
+    config = write_config(root / "models.config", [{"name": name, "base_path": root / name} for name in models])
+    server = start("odd", str(root / "odd"), f"--model_config_file={config}", poll_wait_s=0.1)
+    server.root = root
     yield server
     stop(server)
 
@@ -65,16 +67,17 @@ def test_a_failing_poll_is_logged_and_retried(watched, saved_half_plus_two):
     limit = server.rlimit(psutil.RLIMIT_NOFILE)
     server.rlimit(psutil.RLIMIT_NOFILE, (8, limit[1]))  # below what it has open: every new descriptor fails
     try:
-        publish(saved_half_plus_two[2.0], watched.root / "odd", 2)
+        publish(saved_half_plus_two[2.0], watched.root / "failing", 2)
         wait_until(lambda: "Too many open files" in watched.handle.log_tail(), what="the poll error to be logged")
         threading.Event().wait(0.5)  # several more failing polls
-        assert "version: 2}" not in watched.handle.log_tail()  # the listing could not be read, nothing loaded
+        assert "{name: failing version: 2}" not in watched.handle.log_tail()  # the listing could not be read
     finally:
         server.rlimit(psutil.RLIMIT_NOFILE, limit)
-    wait_until(lambda: statuses(watched, "odd").get(2, ("",))[0] == "AVAILABLE", what="version 2 after the retry")
+    wait_until(lambda: statuses(watched, "failing").get(2, ("",))[0] == "AVAILABLE",
+               what="version 2 after the retry")
     log = watched.handle.log_tail(400)
-    assert log.count("Failed to scan base path") <= 2  # once per model, not once per poll
-    assert "works again" in log
+    assert log.count("Failed to scan base path") <= 3  # once per model, not once per poll
+    assert f"Scanning base path {watched.root / 'failing'} for servable failing works again" in log
 
 
 def test_folders_vanishing_mid_scan_do_not_stop_the_watcher(watched, saved_half_plus_two):
