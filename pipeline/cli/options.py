@@ -31,7 +31,8 @@ def load(set_items: tuple[str, ...] = (), **overrides: str | None) -> PipelineCo
         values.update({k: v for k, v in overrides.items() if v is not None})
         return load_config(values)
     except ConfigError as e:
-        fail("Configuration error:", str(e))
+        from pipeline.cli.redaction import redact
+        fail("Configuration error:", redact(str(e), []))  # a bad mysql:// URL may hold a password
 
 
 def metadata_options(formats: tuple[str, ...] = ("table", "json")) -> Callable:
