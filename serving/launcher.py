@@ -12,7 +12,13 @@ It says which one it chose (``handle.kind`` and a log line), waits until the mod
 AVAILABLE (REST ``GET /v1/models/NAME``), and raises ``LaunchError`` with the tail of the
 server's log when the server exits or does not become ready in time. ``handle.stop()`` (or leaving
 the ``with`` block) stops exactly what was started: the server's process group, or the container.
-Servers still running when the Python process exits are stopped too.
+Servers still running when the Python process exits are stopped too, and a server dies with the
+process that started it however that process ends, SIGKILL included: it runs under Linux's
+parent-death signal (``die_with_parent.py``; SIGKILL for the binary and the embedded server, SIGTERM
+for ``docker run``, which passes it on to the container).
+
+``probe_rest`` tells a TF Serving REST API from any other program on a port, by the answer TF
+Serving gives for a model it does not have.
 
 Note: the real binary listens on all interfaces (it has no bind-address flag); the embedded server
 and the Docker port mapping listen on ``host`` only.
@@ -22,7 +28,10 @@ This module imports no TensorFlow, so callers can use it cheaply.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
+import dataclasses
+import http.client
 import json
 import logging
 import os
@@ -33,6 +42,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -47,6 +57,7 @@ BINARY = "tensorflow_model_server"
 KINDS = ("binary", "docker", "embedded")
 # File flags whose paths a Docker container must see (mounted at the same path).
 _FILE_FLAGS = ("--batching_parameters_file", "--monitoring_config_file", "--model_config_file", "--ssl_config_file")
+_DIE_WITH_PARENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "die_with_parent.py")
 
 log = logging.getLogger("serving.launcher")
 _live_handles: weakref.WeakSet[ServerHandle] = weakref.WeakSet()
@@ -128,9 +139,11 @@ def start_server(
                    f"--bind_address={host}", *flags]
     log.info("Starting model server (%s: %s) for %s on %s:%d (gRPC) and %s:%d (REST)", kind, reason, base_path,
              host, grpc_port, host, rest_port)
-    process = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-        env=_child_env(env), start_new_session=True,
+    # The docker client passes SIGTERM on to the container (--sig-proxy); SIGKILL would leave it running.
+    death_signal = signal.SIGTERM if kind == "docker" else signal.SIGKILL
+    process = _spawner.popen(
+        _dying_with_this_process(command, death_signal), stdin=subprocess.DEVNULL, stdout=log_file,
+        stderr=subprocess.STDOUT, env=_child_env(env), start_new_session=True,
     )
     log_file.close()
     handle = ServerHandle(kind, model_name, host, grpc_port, rest_port, process, log_file.name, container, tls)
@@ -243,6 +256,50 @@ class ServerHandle:
         return f"ServerHandle(kind={self.kind!r}, rest={self.rest_url}, grpc={self.grpc_target})"
 
 
+@dataclasses.dataclass(frozen=True)
+class RestAnswer:
+    """What answers HTTP on a port. kind: ``model_server`` (TF Serving's REST API), ``other`` (another program
+    holds the port) or ``nothing`` (no one listens). detail says what came back, for messages."""
+    kind: str
+    detail: str
+
+
+def probe_rest(host: str, port: int, timeout_s: float = 5.0) -> RestAnswer:
+    """Asks ``host:port`` for the status of a model no server has (``GET /v1/models/tfxsp-probe-<random>``).
+
+    TF Serving answers 404 with the JSON body ``{"error": "Could not find any versions of model <name>"}``
+    (``model_servers/get_model_status_impl.cc``; every REST error is a JSON object with the one key ``error``,
+    ``util/json_tensor.cc``), and so does the embedded server. Only that shape, naming the model asked for,
+    counts as a model server; any other answer (an HTML 404 of ``python -m http.server``, a 200, a program that
+    does not speak HTTP or does not answer) is ``other``.
+    """
+    name = f"tfxsp-probe-{uuid.uuid4().hex[:12]}"
+    url = f"http://{_url_host(host)}:{port}/v1/models/{name}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            status, body = response.status, response.read(4096)
+    except urllib.error.HTTPError as e:
+        status, body = e.code, e.read(4096)
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, ConnectionRefusedError):
+            return RestAnswer("nothing", f"nothing listens on {host}:{port}")
+        return RestAnswer("other", f"{host}:{port} accepted a connection but gave no HTTP answer ({e.reason})")
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        return RestAnswer("other", f"{host}:{port} accepted a connection but gave no HTTP answer "
+                                   f"({type(e).__name__}: {e})")
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if status == 404 and isinstance(doc, dict) and set(doc) == {"error"} and isinstance(doc["error"], str) \
+            and f"model {name}" in doc["error"]:
+        return RestAnswer("model_server", f"a TF Serving REST API answers at {host}:{port}")
+    shown = " ".join(body[:60].decode("utf-8", "replace").split())
+    return RestAnswer("other", f"GET /v1/models/{name} on {host}:{port} answered HTTP {status} {shown!r}, "
+                               "where TF Serving answers 404 {\"error\": \"Could not find any versions of model "
+                               f"{name}\"}}")
+
+
 def rest_is_answering(host: str, port: int, timeout_s: float = 1.0) -> bool:
     """Whether an HTTP server answers on ``host:port`` (any HTTP status counts as an answer)."""
     try:
@@ -329,6 +386,55 @@ def _child_env(extra: dict[str, str] | None) -> dict[str, str]:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.update(extra or {})
     return env
+
+
+def _dying_with_this_process(command: list[str], death_signal: signal.Signals) -> list[str]:
+    """``command`` run through die_with_parent.py: it gets ``death_signal`` when this process exits."""
+    return [sys.executable, "-I", "-S", _DIE_WITH_PARENT, str(os.getpid()), death_signal.name, "--", *command]
+
+
+class _Spawner:
+    """Starts child processes from a thread that lives as long as this process.
+
+    Linux sends the parent-death signal when the thread that forked the child exits (prctl(2)), so a server
+    started from a short-lived thread (a pool's worker, a test's helper thread) would be killed when that thread
+    ends. The main thread lives as long as the process: it forks itself; any other thread hands the fork to one
+    daemon thread that never exits.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._requests: list = []
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+
+    def popen(self, args: list[str], **kwargs) -> subprocess.Popen:
+        if threading.current_thread() is threading.main_thread():
+            return subprocess.Popen(args, **kwargs)
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        with self._wake:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="serving-launcher-fork", daemon=True)
+                self._thread.start()
+            self._requests.append((done, args, kwargs))
+            self._wake.notify()
+        return done.result()
+
+    def _serve(self) -> None:
+        while True:
+            with self._wake:
+                while not self._requests:
+                    self._wake.wait()
+                done, args, kwargs = self._requests.pop(0)
+            try:
+                done.set_result(subprocess.Popen(args, **kwargs))
+            except BaseException as e:  # handed to the caller
+                done.set_exception(e)
+
+
+_spawner = _Spawner()
+# A forked child has none of its parent's threads: it starts its own fork thread when it needs one.
+os.register_at_fork(after_in_child=_spawner.__init__)
 
 
 def _url_host(host: str) -> str:

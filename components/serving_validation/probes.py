@@ -1,7 +1,11 @@
 """The checks of the serving validation, over TF Serving's public REST and gRPC APIs only, so they
 work the same against the real tensorflow_model_server and the embedded server.
 
-Each check raises ProbeFailure naming the check, the version, the endpoint and what came back.
+Each check raises ProbeFailure naming the check, the version, the endpoint and what came back, and whose fault it
+is: the model's (MODEL: wrong answers, missing signatures, a load that failed, over the latency budget), the
+server's (SERVER: no answer, an overloaded or unavailable server, a version not loaded in time), or a newer push's
+(SUPERSEDED: the server serves a newer version instead). Only a model's fault is a failed validation; the others
+mean the version could not be validated.
 """
 from __future__ import annotations
 
@@ -16,10 +20,13 @@ import numpy as np
 
 from serving.client import GrpcClient, RestClient, RestError
 
+MODEL, SERVER, SUPERSEDED = "model", "server", "superseded"
+
 
 class ProbeFailure(Exception):
-    def __init__(self, check: str, version: int, endpoint: str, detail: str):
+    def __init__(self, check: str, version: int, endpoint: str, detail: str, fault: str = MODEL):
         self.check, self.version, self.endpoint, self.detail = check, version, endpoint, detail
+        self.fault = fault
         super().__init__(f"{check} failed for version {version} at {endpoint}: {detail}")
 
 
@@ -51,11 +58,32 @@ class ServingClient:
 
     def rest_status(self) -> dict[int, str]:
         """version -> state (AVAILABLE, LOADING, ...) from GET /v1/models/NAME."""
-        body = self._rest.status(self.model_name)
-        return {int(s["version"]): s["state"] for s in body.get("model_version_status", [])}
+        return {version: state for version, (state, _) in self.rest_versions().items()}
+
+    def rest_versions(self) -> dict[int, tuple[str, str]]:
+        """version -> (state, error) from GET /v1/models/NAME; error is "" unless the version's status is not OK
+        (a load that failed: END with the load's error). A model the server has no version of: {}."""
+        try:
+            body = self._rest.status(self.model_name)
+        except RestError as e:
+            if e.status == 404:  # "Could not find any versions of model NAME": an answer, no versions
+                return {}
+            raise
+        versions = {}
+        for s in body.get("model_version_status", []):
+            status = s.get("status") or {}
+            error = "" if status.get("error_code", "OK") == "OK" else \
+                f"{status.get('error_code')}: {status.get('error_message', '')}"
+            versions[int(s["version"])] = (s["state"], error)
+        return versions
 
     def grpc_status(self) -> dict[int, str]:
-        return self._grpc.status(self.model_name)
+        try:
+            return self._grpc.status(self.model_name)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:  # no versions of the model (yet)
+                return {}
+            raise
 
     def grpc_signature_names(self, version: int) -> list[str]:
         return self._grpc.signature_names(self.model_name, version)
@@ -74,38 +102,74 @@ class ServingClient:
         outputs, answered = self._grpc.predict(self.model_name, inputs, signature, version=version)
         elapsed = time.perf_counter() - start
         if answered != version:
-            raise ValueError(f"the answer came from version {answered}")
+            raise AnsweredByAnotherVersion(answered)
         return outputs, elapsed
+
+
+class AnsweredByAnotherVersion(ValueError):
+    def __init__(self, answered: int):
+        super().__init__(f"the answer came from version {answered}")
+        self.answered = answered
 
 
 # What a call to the server can raise: an HTTP error status, no connection, a gRPC status.
 CALL_ERRORS = (RestError, OSError, grpc.RpcError)
+# Answers that say the server, not the model, could not answer: unavailable, overloaded, too slow, the version not
+# (or no longer) loaded.
+_SERVER_HTTP = {404, 408, 429, 499, 502, 503, 504}
+_SERVER_GRPC = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.CANCELLED, grpc.StatusCode.NOT_FOUND}
+
+
+def fault_of(error: BaseException) -> str:
+    """SERVER when a call's error says the server could not answer (see _SERVER_HTTP, _SERVER_GRPC; any error
+    without an answer: refused, reset, timed out), else MODEL."""
+    if isinstance(error, RestError):
+        return SERVER if error.status in _SERVER_HTTP else MODEL
+    if isinstance(error, grpc.RpcError):
+        return SERVER if error.code() in _SERVER_GRPC else MODEL
+    if isinstance(error, OSError):
+        return SERVER
+    return MODEL
 
 
 # ---------------------------------------------------------------------- checks
 def wait_until_served(client: ServingClient, version: int, deadline_s: float,
                       poll_s: float = 0.5) -> None:
-    """Polls REST and gRPC status until `version` is AVAILABLE on both, or the deadline passes."""
+    """Polls REST and gRPC status until `version` is AVAILABLE on both, or the deadline passes.
+
+    A version whose load failed (END with an error status) fails at once (MODEL). At the deadline: an API that never
+    answered is SERVER ("no answer"); a newer version AVAILABLE instead of this one is SUPERSEDED; a version still
+    not AVAILABLE (not seen, or loading) is SERVER too: a slow load is no proof against the model.
+    """
     give_up = time.monotonic() + deadline_s
     while True:
-        seen = {}
-        for api, status_fn, endpoint in (("REST", client.rest_status, client.model_url()),
-                                         ("gRPC", client.grpc_status, client.grpc_target)):
-            try:
-                seen[api] = (status_fn(), endpoint)
-            except CALL_ERRORS as e:
-                seen[api] = (None, f"{endpoint} ({_short_error(e)})")
+        seen: dict[str, tuple[dict[int, str] | None, str]] = {}
+        try:
+            versions = client.rest_versions()
+            seen["REST"] = ({v: state for v, (state, _) in versions.items()}, client.model_url())
+            state, error = versions.get(version, ("", ""))
+            if state == "END" and error:
+                raise ProbeFailure("model status (REST)", version, client.model_url(),
+                                   f"the server could not load version {version}: {error}")
+        except CALL_ERRORS as e:
+            seen["REST"] = (None, f"{client.model_url()} ({_short_error(e)})")
+        try:
+            seen["gRPC"] = (client.grpc_status(), client.grpc_target)
+        except CALL_ERRORS as e:
+            seen["gRPC"] = (None, f"{client.grpc_target} ({_short_error(e)})")
         if all(states and states.get(version) == "AVAILABLE" for states, _ in seen.values()):
             return
         if time.monotonic() >= give_up:
             api, (states, endpoint) = next(
                 (api, s) for api, s in seen.items() if not (s[0] and s[0].get(version) == "AVAILABLE"))
             if states is None:
-                detail = f"no answer within {deadline_s:g} s: {endpoint}"
-            else:
-                detail = (f"version {version} is not AVAILABLE after {deadline_s:g} s; the server "
-                          f"reports {_describe_states(states)}")
-            raise ProbeFailure(f"model status ({api})", version, endpoint.split(" ")[0], detail)
+                raise ProbeFailure(f"model status ({api})", version, endpoint.split(" ")[0],
+                                   f"no answer within {deadline_s:g} s: {endpoint}", SERVER)
+            newer = [v for v, state in states.items() if v > version and state == "AVAILABLE"]
+            detail = (f"version {version} is not AVAILABLE after {deadline_s:g} s; the server reports "
+                      f"{_describe_states(states)}")
+            raise ProbeFailure(f"model status ({api})", version, endpoint, detail, SUPERSEDED if newer else SERVER)
         time.sleep(poll_s)
 
 
@@ -125,7 +189,7 @@ def check_metadata(client: ServingClient, version: int, signatures: list[str]) -
     try:
         served = client.grpc_signature_names(version)
     except grpc.RpcError as e:
-        raise ProbeFailure("GetModelMetadata", version, client.grpc_target, _short_error(e)) from None
+        raise ProbeFailure("GetModelMetadata", version, client.grpc_target, _short_error(e), fault_of(e)) from None
     missing = sorted(set(signatures) - set(served))
     if missing:
         raise ProbeFailure("GetModelMetadata", version, client.grpc_target,
@@ -209,8 +273,11 @@ def check_predictions(client: ServingClient, version: int, probe: ProbeInput,
         name = f"{check} on '{probe.signature}'"
         try:
             served = call()
+        except AnsweredByAnotherVersion as e:
+            raise ProbeFailure(name, version, endpoint, str(e), SUPERSEDED if e.answered > version else SERVER) \
+                from None
         except (*CALL_ERRORS, ValueError, KeyError, TypeError) as e:
-            raise ProbeFailure(name, version, endpoint, _short_error(e)) from None
+            raise ProbeFailure(name, version, endpoint, _short_error(e), fault_of(e)) from None
         difference = compare_outputs(probe.expected, served, tolerance)
         if difference:
             raise ProbeFailure(name, version, endpoint, difference)

@@ -46,7 +46,8 @@ def load(set_items: tuple[str, ...] = (), config_file: str | None = None, use_co
         path = config_file or (default_config_file() if use_config_file else None)
         return load_config(values, config_file=path)
     except ConfigError as e:
-        fail("Configuration error:", str(e))
+        from pipeline.cli.redaction import redact
+        fail("Configuration error:", redact(str(e), []))  # a bad mysql:// URL may hold a password
 
 
 def metadata_options(formats: tuple[str, ...] = ("table", "json")) -> Callable:

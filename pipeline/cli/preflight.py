@@ -30,12 +30,20 @@ def _check_writable(directory: str, what: str) -> None:
 
 def check_serving_ports(config: PipelineConfig) -> None:
     """The model server the serving validation needs must be able to listen. Found only after training, a taken
-    port would fail the probe and roll back a good model."""
+    port would fail the probe and roll back a good model. A TF Serving model server already answering on the REST
+    port is used; any other program there (recognised by its answer, serving.launcher.probe_rest) is an error."""
     if not config.serving_validation:
         return
     from serving import launcher
-    if launcher.rest_is_answering(config.serving_host, config.rest_port):
+    answer = launcher.probe_rest(config.serving_host, config.rest_port)
+    if answer.kind == "model_server":
         return  # a model server already runs there; the run uses it
+    if answer.kind == "other":
+        raise PreflightError(
+            f"Serving port {config.rest_port} on {config.serving_host} is taken by a program that is not a TF "
+            f"Serving model server: {answer.detail}. The serving validation would probe it. Stop that program, pick "
+            "free ports (--set grpc_port=... --set rest_port=...), or skip the probe "
+            "(--set serving_validation=false).")
     busy = [port for port in (config.grpc_port, config.rest_port)
             if not launcher.port_is_free(config.serving_host, port)]
     if busy:

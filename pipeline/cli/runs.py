@@ -23,6 +23,36 @@ def runs(ctx: click.Context, set_items: tuple[str, ...], metadata_url: str | Non
         ctx.invoke(runs_list)
 
 
+def _mark_abandoned(config, summaries) -> list:
+    """Marks `abandoned` the runs shown running that no `tfxsp run` runs any more (metadata.runs.mark_abandoned), from
+    the run lock of their pipeline root. Where no run ever took that lock (a store written elsewhere), running
+    stays running: this machine cannot tell."""
+    from pipeline.metadata import runs as api
+    from pipeline.runners import run_lock
+    state = run_lock.lock_state(_pipeline_root_of(config))
+    if not state.exists:
+        return []
+    if state.held:
+        return api.mark_abandoned(summaries, state.holder.started_ms if state.holder else 0)
+    return api.mark_abandoned(summaries, None)
+
+
+def _pipeline_root_of(config) -> str:
+    """The pipeline root whose run lock speaks for the store: the folder of a SQLite store given by --metadata-url
+    when a run lock is there, else the configured pipeline root."""
+    import os
+
+    from ml_metadata.proto import metadata_store_pb2
+
+    from pipeline.runners import run_lock
+    connection = config.metadata_connection_config()
+    if isinstance(connection, metadata_store_pb2.ConnectionConfig) and connection.HasField("sqlite"):
+        folder = os.path.dirname(os.path.abspath(connection.sqlite.filename_uri))
+        if os.path.exists(os.path.join(folder, run_lock.LOCK_FILE)):
+            return folder
+    return config.pipeline_root
+
+
 def _inherit(set_items: tuple[str, ...], metadata_url: str | None,
              output_format: str | None) -> tuple[tuple[str, ...], str | None, str]:
     """A runs subcommand's options, completed by those given to `runs` itself."""
@@ -43,6 +73,7 @@ def runs_list(set_items: tuple[str, ...] = (), metadata_url: str | None = None,
     set_items, metadata_url, output_format = _inherit(set_items, metadata_url, output_format)
     config, store, where = open_metadata(set_items, metadata_url)
     summaries = guarded(lambda: api.list_runs(store, config.pipeline_name, limit or None))
+    _mark_abandoned(config, summaries)
     if output_format == "json":
         echo_json({"pipeline": config.pipeline_name, "store": where,
                     "runs": [s.to_dict() for s in summaries]})
@@ -55,7 +86,7 @@ def runs_list(set_items: tuple[str, ...] = (), metadata_url: str | None = None,
     for s in summaries:
         counts = s.counts()
         nodes = ", ".join(f"{counts[state]} {styled(state)}" for state in
-                          ("complete", "cached", "failed", "running") if counts.get(state))
+                          ("complete", "cached", "failed", "running", "abandoned") if counts.get(state))
         failed = [n.node_id for n in s.nodes if n.state == "failed"]
         if failed:
             nodes += f" ({e(', '.join(failed))})"
@@ -78,6 +109,7 @@ def runs_show(run: str, set_items: tuple[str, ...], metadata_url: str | None,
     set_items, metadata_url, output_format = _inherit(set_items, metadata_url, output_format)
     config, store, where = open_metadata(set_items, metadata_url)
     detail = guarded(lambda: api.show_run(store, config.pipeline_name, run))
+    _mark_abandoned(config, [detail.summary])
     if output_format == "json":
         echo_json({"store": where, **detail.to_dict()})
         return

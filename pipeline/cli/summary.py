@@ -68,6 +68,9 @@ def _print_serving_validation(validation: dict) -> None:
                       f"model does ({figures})")
     elif outcome == "skipped":
         console.print(f"[bold]Serving validation:[/] {validation['reason']}")
+    elif outcome == "inconclusive":
+        console.print(f"[bold]Serving validation:[/] [yellow]could not validate[/] - {validation['reason']}")
+        console.print(f"  Version {validation.get('probed_version')} stays where it is (not rolled back).")
     else:
         console.print(f"[bold]Serving validation:[/] [bold red]FAILED[/] - {validation['reason']}")
         rollback = validation.get("rollback")
@@ -78,6 +81,8 @@ def _print_serving_validation(validation: dict) -> None:
             if not rollback.get("server_back_on_previous"):
                 back += " (NOT confirmed by the server's status in time)"
             console.print(f"  Rolled back: moved to {rollback['quarantine_path']}; {back}.")
+        elif validation.get("rollback_skipped"):
+            console.print(f"  Not rolled back: {validation['rollback_skipped']}.")
 
 
 def _print_metrics(report: RunReport) -> None:

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 STATE_STYLE = {"complete": "green", "cached": "blue", "failed": "bold red", "running": "yellow",
-               "passed": "green", "skipped": "dim"}
+               "abandoned": "magenta", "passed": "green", "skipped": "dim", "inconclusive": "yellow"}
 
 
 def e(value: Any) -> str:

@@ -74,7 +74,7 @@ class RunSummary:
     pipeline: str
     started_ms: int
     seconds: float
-    state: str  # complete | failed | running
+    state: str  # complete | failed | running | abandoned (see mark_abandoned)
     nodes: list[NodeResult]
     blessed: bool | None = None
     pushed_version: str | None = None
@@ -146,6 +146,23 @@ def _fill_outcomes(store: metadata_store.MetadataStore, summaries: list[RunSumma
             summary.pushed_version = props["pushed_version"].string_value
         elif artifact.type == "tfxsp.ServingValidation":
             summary.serving_validation = custom_string(artifact, "outcome")
+
+
+def mark_abandoned(summaries: list[RunSummary], live_since_ms: int | None) -> list[RunSummary]:
+    """Marks `abandoned` the runs that ML Metadata shows running but that no process runs any more, and their running
+    nodes: TFX leaves an execution RUNNING when its process dies (SIGKILL) or is stopped by a signal, and nothing
+    ever ends it. `live_since_ms`: when the process that now holds the pipeline root's run lock took it (its run
+    starts after that), or None when no process holds it. Returns the runs it marked."""
+    marked = []
+    for summary in summaries:
+        if summary.state != "running" or (live_since_ms is not None and summary.started_ms >= live_since_ms):
+            continue
+        summary.state = "abandoned"
+        for node in summary.nodes:
+            if node.state in ("running", "new"):
+                node.state = "abandoned"
+        marked.append(summary)
+    return marked
 
 
 def list_runs(store: metadata_store.MetadataStore, pipeline_name: str,

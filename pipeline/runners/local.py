@@ -67,14 +67,14 @@ def run(config: PipelineConfig, contract: DatasetContract | None = None) -> None
 
 @contextlib.contextmanager
 def probe_server(config: PipelineConfig, announce=print) -> Iterator[bool]:
-    """A model server over the model base path for the serving validation: the one already answering on the
-    configured REST port, or one started here through serving.launcher (and stopped on exit). Yields whether it
-    started one."""
+    """A model server over the model base path for the serving validation: the TF Serving model server already
+    answering on the configured REST port, or one started here through serving.launcher (stopped on exit, and dying
+    with this process however it ends). Yields whether it started one."""
     if not config.serving_validation:
         yield False
         return
     from serving import launcher
-    if launcher.rest_is_answering(config.serving_host, config.rest_port):
+    if launcher.probe_rest(config.serving_host, config.rest_port).kind == "model_server":
         announce(f"Using the model server already answering at {config.rest_url}")
         yield False
         return

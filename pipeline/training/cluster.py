@@ -26,6 +26,9 @@ from pipeline.training import fn_args as fn_args_lib
 from pipeline.training import network, tf_config
 
 START_TIMEOUT_S = 600  # until a child is up: it imports TensorFlow, slow on a busy machine
+# The pid of the process that started a child: the child checks, once its parent-death signal is set, that this
+# process is still its parent (worker.die_with_parent), or it would outlive a parent that died before that.
+PARENT_ENV = "TFXSP_PARENT_PID"
 POLL_S = 0.2
 LOG_TAIL_CHARS = 4000
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -95,6 +98,7 @@ class LocalCluster:
                 child_env[key] = value
         child_env["PYTHONUNBUFFERED"] = "1"
         child_env["TMPDIR"] = self.tmpdir
+        child_env[PARENT_ENV] = str(os.getpid())
         child_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (REPO_ROOT, child_env.get("PYTHONPATH")) if p)
         argv = [sys.executable, "-m", "pipeline.training.worker", *args, "--ready-file", ready_path]

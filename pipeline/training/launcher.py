@@ -21,7 +21,10 @@ Which processes take part:
 
 A local cluster runs in a loopback-only network namespace where Linux allows it (network.py): the chief is this
 process only if it already is in such a namespace; otherwise a fresh child starts the cluster inside one. Where
-isolation is not possible the cluster binds the host's loopback addresses, and a warning says so.
+isolation is not possible the cluster's addresses are the host's loopback ones (TensorFlow's servers still listen on
+every interface: it lets a caller choose their port, not their address), a warning says so in the log, and the
+record network.MARKER in model_run_dir (isolated or not, why, the cluster's addresses) lets `tfxsp run` say so on
+the terminal.
 """
 from __future__ import annotations
 
@@ -60,10 +63,8 @@ def run_training(fn_args: Any, train_fn: str) -> None:
             logging.info("Starting the local %s cluster from a fresh process", name)
             _run_in_fresh_process(fn_args, train_fn, isolate=_can_isolate(fn_args), env={tf_config.ENV: None})
         elif name == "multi_worker_mirrored":
-            _warn_if_not_isolated(name)
             _local_multi_worker(fn_args, train_fn, int(hparams["workers"]))
         else:
-            _warn_if_not_isolated(name)
             _local_parameter_servers(fn_args, train_fn, int(hparams["workers"]), int(hparams["parameter_servers"]))
         return
     reason = strategies.needs_fresh_process(hparams)
@@ -96,6 +97,7 @@ def run_server_task(ready_file: str | None = None) -> None:
 def _local_multi_worker(fn_args: Any, train_fn: str, workers: int) -> None:
     from pipeline.training import strategies
     cluster = {"worker": [f"{network.LOOPBACK}:{port}" for port in network.free_ports(workers)]}
+    _record_network(fn_args, "multi_worker_mirrored", cluster)
     register = {strategies.REGISTER_TIMEOUT_ENV: str(REGISTER_TIMEOUT_S)}
     with LocalCluster(fn_args.model_run_dir, "multi_worker_mirrored") as local:
         args_file = local.write_fn_args(fn_args)
@@ -116,6 +118,7 @@ def _local_parameter_servers(fn_args: Any, train_fn: str, workers: int, paramete
     cluster = {"chief": [f"{network.LOOPBACK}:{ports[0]}"],
                "worker": [f"{network.LOOPBACK}:{p}" for p in ports[1:1 + workers]],
                "ps": [f"{network.LOOPBACK}:{p}" for p in ports[1 + workers:]]}
+    _record_network(fn_args, "parameter_server", cluster)
     # As TF's guide does: lets the coordinator see worker and PS failures.
     fail_fast = {"GRPC_FAIL_FAST": "use_caller"}
     with LocalCluster(fn_args.model_run_dir, "parameter_server") as local:
@@ -155,10 +158,22 @@ def _should_isolate(fn_args: Any) -> bool:
     return os.environ.get(network.ISOLATED_ENV) != "1" and _can_isolate(fn_args)
 
 
-def _warn_if_not_isolated(strategy: str) -> None:
-    if os.environ.get(network.ISOLATED_ENV) != "1":
+def _record_network(fn_args: Any, strategy: str, cluster: dict[str, list[str]]) -> None:
+    """Says, in the log and in network.MARKER under model_run_dir, whether the cluster about to start is isolated."""
+    isolated = os.environ.get(network.ISOLATED_ENV) == "1"
+    reason = None
+    if not isolated:
+        reason = ("the training reads or writes remote storage, which needs the host's network" if
+                  _remote_paths(fn_args) else network.why_not_isolated() or "it was started outside a namespace")
         logging.warning(
-            "%s: this machine does not allow a private network namespace (unshare --net), so the local cluster's "
-            "TensorFlow servers listen on every interface of this host (TensorFlow binds them so, whatever address "
-            "the cluster spec names) for as long as training lasts. Anyone who can reach this host can send them "
-            "graphs to run. Train on a trusted network, or where user namespaces are allowed.", strategy)
+            "%s: the local cluster runs on this host's network, not in a loopback-only namespace, because %s. Its "
+            "TensorFlow servers (%s) listen on every interface of this host (TensorFlow binds them so, whatever "
+            "address the cluster spec names) for as long as training lasts, and anyone who can reach this host can "
+            "send them graphs to run. Train on a trusted network, or where user namespaces are allowed.",
+            strategy, reason, ", ".join(address for tasks in cluster.values() for address in tasks))
+    try:
+        network.write_marker(fn_args.model_run_dir, {
+            "strategy": strategy, "isolated": isolated, "reason": reason, "cluster": cluster,
+            "ports": sorted(int(a.rsplit(":", 1)[1]) for tasks in cluster.values() for a in tasks)})
+    except Exception as e:  # the record is for the summary; training goes on without it
+        logging.warning("Could not record the training cluster's network in %s: %s", fn_args.model_run_dir, e)

@@ -17,16 +17,22 @@ import traceback
 import pipeline  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow is imported
 from pipeline.training import fn_args as fn_args_lib
 from pipeline.training import launcher, network
+from pipeline.training.cluster import PARENT_ENV
 
 
-def die_with_parent() -> None:
-    """Linux: SIGKILL this process when the process that started it exits."""
+def die_with_parent() -> bool:
+    """Linux: SIGKILL this process when the process that started it exits. False when that process has exited
+    already: it died before the signal was set (this process's imports take a while), and this one must not go on.
+    The parent is the pid cluster.PARENT_ENV names, not whatever getppid() says by now (a reaper, after such a
+    death)."""
+    expected = int(os.environ.get(PARENT_ENV) or os.getppid())
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+    return os.getppid() == expected
 
 
 def _touch(path):
@@ -41,9 +47,7 @@ def _raise_on_sigterm(signum, frame):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parent = os.getppid()
-    die_with_parent()
-    if os.getppid() != parent:  # the parent exited before the line above took effect
+    if not die_with_parent():
         return 1
     if argv[:1] == ["loopback"]:
         command = argv[2:] if argv[1:2] == ["--"] else argv[1:]

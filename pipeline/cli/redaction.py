@@ -1,0 +1,61 @@
+"""Keeps the password of a `mysql://user:password@host/db` metadata_url out of what `tfxsp run` logs and prints.
+
+TFX's LocalDagRunner logs its deployment and connection configs at INFO ("Using connection config: mysql { ...
+password: "..." }"), ML Metadata logs its ConnectionConfig at DEBUG, and both go to the run's log file (or, with
+-v, to the terminal). `hide_in_logs(config)` rewrites every Python log record that holds the password, whichever
+logger made it and whichever handler writes it: `password: "..."` fields, the userinfo of URLs, and the password
+itself, as text and URL-encoded.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import urllib.parse
+
+from pipeline.config import PipelineConfig
+
+HIDDEN = "<redacted>"
+# A password field as text-format protobuf, JSON or Python reprs print it: password: "x", "password": 'x', password=x
+_FIELD = re.compile(r"""(["']?password["']?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,}]+)""", re.I)
+_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@", re.I)
+_MIN_LITERAL = 3  # shorter passwords are still caught as fields and URLs, not as bare text
+
+
+def secrets_of(config: PipelineConfig) -> list[str]:
+    """The secrets in the configuration: the password of metadata_url, as given and URL-decoded."""
+    if not config.metadata_url:
+        return []
+    raw = urllib.parse.urlsplit(config.metadata_url).password
+    if not raw:
+        return []
+    return sorted({raw, urllib.parse.unquote(raw), urllib.parse.quote(urllib.parse.unquote(raw), safe="")},
+                  key=len, reverse=True)
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    text = _FIELD.sub(lambda m: m.group(1) + (f'"{HIDDEN}"' if m.group(2)[:1] in "\"'" else HIDDEN), text)
+    text = _USERINFO.sub(lambda m: m.group(1) + HIDDEN + "@", text)
+    for secret in secrets:
+        if len(secret) >= _MIN_LITERAL:
+            text = text.replace(secret, HIDDEN)
+    return text
+
+
+def hide_in_logs(config: PipelineConfig) -> None:
+    """From now on, every log record of this process is redacted (see the module docstring)."""
+    secrets = secrets_of(config)
+    if not secrets:
+        return
+    make_record = logging.getLogRecordFactory()
+
+    def redacted_record(*args, **kwargs) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not format: the handler reports it
+            return record
+        clean = redact(message, secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return record
+    logging.setLogRecordFactory(redacted_record)
