@@ -54,8 +54,12 @@ serve: $(STAMP) ## Serve the model base path in the foreground (Ctrl-C stops)
 lint: $(STAMP) ## Lint the project with ruff (ruff.toml)
 	$(VENV)/bin/ruff check .
 
-test: lint ## Lint, then run the test suite
-	$(PY) -m pytest $(ARGS)
+# Two pytest-xdist workers, one per core; tests sharing a session-wide pipeline run share a worker
+# (tests/conftest.py). TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+
+test: lint ## Lint, then run the test suite (on both cores)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 
 tensorboard: $(STAMP) ## Open TensorBoard over the Trainer's run logs
 	$(TFXSP) tensorboard $(ARGS)

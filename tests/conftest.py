@@ -1,4 +1,9 @@
-"""Session fixtures: one real pipeline run that several test modules build on."""
+"""Session fixtures: one real pipeline run that several test modules build on.
+
+`make test` runs the tests in two pytest-xdist workers (`--dist loadgroup`). A session fixture is made once per
+worker, so every test that uses the shared pipeline run goes to the same worker: its group is named after the
+fixture (modules that share another expensive fixture name their group themselves, with `xdist_group`).
+"""
 import pytest
 
 from pipeline.config import load_config
@@ -31,3 +36,14 @@ def pipeline_runs(tmp_path_factory) -> PipelineRuns:
     runs = PipelineRuns(tmp_path_factory.mktemp("pipeline"))
     runs.run("first")
     return runs
+
+
+SHARED_SESSION_FIXTURES = ("pipeline_runs",)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        for name in SHARED_SESSION_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))

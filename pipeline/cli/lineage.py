@@ -88,7 +88,7 @@ def _print_lineage(graph, where: str) -> None:
     for node in graph.ordered():
         if node.kind == "execution":
             name = f"{node.label} (exec {node.id})"
-            details = [f"{k}={short(v, 400)}" for k, v in node.properties.items()
+            details = [f"{k}={short(_without_contract(v), 400)}" for k, v in node.properties.items()
                        if k not in ("input_config", "output_config", "eval_config")]
             if node.cached_in:
                 details.append(f"reused (cached) by {len(node.cached_in)} run(s): "
@@ -122,3 +122,14 @@ def _print_lineage(graph, where: str) -> None:
         out.print(f"[bold]Code ({e(node_id)}):[/] {e(module)}")
     out.print(f"[dim]{len(graph.nodes)} nodes, {len(graph.edges)} edges. "
                   "--format json|dot|svg|html for the graph itself.[/]")
+
+
+def _without_contract(value):
+    """A custom_config with its dataset contract (every column's role and reason: hundreds of characters)
+    named in a few words, so that the settings a person looks for fit the table; json and html have it whole."""
+    if not isinstance(value, dict) or not isinstance(value.get("dataset"), dict):
+        return value
+    contract = value["dataset"]
+    label = (contract.get("label") or {}).get("name", "?")
+    columns = len(contract.get("columns") or [])
+    return {**value, "dataset": f"<{contract.get('task', '?')} of {label!r}, {columns} columns>"}

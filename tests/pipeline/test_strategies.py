@@ -21,7 +21,8 @@ import pytest
 from pipeline.training import tf_config
 from tests.support import training as fixtures
 
-pytestmark = pytest.mark.timeout(1200)
+# One training pipeline run (tests/support/training.py) serves both modules: one xdist worker runs them.
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.xdist_group("training")]
 
 SINGLE_PROCESS = ["mirrored", "central_storage", "default", "one_device"]
 
@@ -238,7 +239,7 @@ def test_environment_is_restored_after_the_chief_trained(monkeypatch):
     ({"cpu_replicas": "0"}, "'cpu_replicas' = 0: must be between 1 and 64"),
     ({"workers": "0"}, "'workers' = 0: must be between 1 and 32"),
     ({"parameter_servers": "9"}, "'parameter_servers' = 9: must be between 1 and 8"),
-    ({"workers": "two"}, "'workers' = 'two': expected a int"),
+    ({"workers": "two"}, "'workers' = 'two': expected an int"),
 ])
 def test_distribution_settings_are_validated(overrides, message):
     from pipeline.config import ConfigError, load_config

@@ -25,7 +25,8 @@ from pipeline.modules import model
 from pipeline.training import network
 from tests.support import training as fixtures
 
-pytestmark = pytest.mark.timeout(1200)
+# One training pipeline run (tests/support/training.py) serves both modules: one xdist worker runs them.
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.xdist_group("training")]
 
 EPOCHS = int(fixtures.TRAINING["epochs"])
 STEPS = int(fixtures.TRAINING["train_steps"])
@@ -160,7 +161,8 @@ def test_tfxsp_tensorboard_serves_every_run_and_the_projector(run):
             metadata = _get(base, "/data/plugin/projector/metadata?" + tensor_query).decode()
             assert metadata.splitlines() == _vocabulary(run, key)
             tensor = _get(base, "/data/plugin/projector/tensor?" + tensor_query)
-            assert len(tensor) == 4 * len(metadata.splitlines()) * 4  # float32 rows of 4
+            rows = len(metadata.splitlines())  # float32 rows as wide as the model made them
+            assert len(tensor) == 4 * rows * model.embedding_width(rows, most=4)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
