@@ -271,7 +271,7 @@ def build_options(values: dict[str, Any]) -> ServerOptions:
                         if values["batching_parameters_file"] else config_lib.BatchingOptions())
         monitoring = (config_lib.read_monitoring_config(values["monitoring_config_file"])
                       if values["monitoring_config_file"] else config_lib.MonitoringOptions())
-    except config_lib.ConfigError as e:
+    except config_lib.ConfigFileError as e:
         raise StartupError(str(e)) from None
     except ServingError as e:
         raise StartupError(str(e)) from None

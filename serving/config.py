@@ -29,7 +29,7 @@ TENSORFLOW_PLATFORM = "tensorflow"
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 
-class ConfigError(Exception):
+class ConfigFileError(Exception):
     """A configuration file that cannot be read or parsed (a start-up error)."""
 
 
@@ -293,18 +293,20 @@ def read_batching_parameters(path: str) -> BatchingOptions:
 def _validate_batching(options: BatchingOptions) -> None:
     for field in ("max_batch_size", "num_batch_threads", "max_enqueued_batches", "max_execution_batch_size"):
         if getattr(options, field) < 1:
-            raise ConfigError(f"Batching parameter {field} must be >= 1; got {getattr(options, field)}")
+            raise ConfigFileError(f"Batching parameter {field} must be >= 1; got {getattr(options, field)}")
     if options.batch_timeout_micros < 0:
-        raise ConfigError(f"Batching parameter batch_timeout_micros must be >= 0; got {options.batch_timeout_micros}")
+        raise ConfigFileError("Batching parameter batch_timeout_micros must be >= 0; "
+                              f"got {options.batch_timeout_micros}")
     if options.enable_large_batch_splitting and options.max_execution_batch_size > options.max_batch_size:
-        raise ConfigError("max_execution_batch_size must be <= max_batch_size when enable_large_batch_splitting is set")
+        raise ConfigFileError("max_execution_batch_size must be <= max_batch_size "
+                              "when enable_large_batch_splitting is set")
     sizes = options.allowed_batch_sizes
     if sizes:
         # bundle_factory_util.cc WrapSessionForBatching
         if list(sizes) != sorted(set(sizes)):
-            raise ConfigError("allowed_batch_sizes entries must be in increasing order")
+            raise ConfigFileError("allowed_batch_sizes entries must be in increasing order")
         if sizes[-1] != options.execution_batch_limit:
-            raise ConfigError(
+            raise ConfigFileError(
                 "Last entry in allowed_batch_sizes must match max_batch_size; last entry was "
                 f"{sizes[-1]}; expected {options.execution_batch_limit}"
             )
@@ -336,9 +338,9 @@ def _read(path: str, flag: str) -> str:
         with open(path, encoding="utf-8") as f:
             return f.read()
     except OSError as e:
-        raise ConfigError(f"Cannot read {flag} {path}: {e.strerror}") from e
+        raise ConfigFileError(f"Cannot read {flag} {path}: {e.strerror}") from e
     except UnicodeDecodeError as e:
-        raise ConfigError(f"Cannot read {flag} {path}: not UTF-8 text ({e})") from e
+        raise ConfigFileError(f"Cannot read {flag} {path}: not UTF-8 text ({e})") from e
 
 
 def _parse_text(text: str, message):
@@ -346,4 +348,4 @@ def _parse_text(text: str, message):
         return text_format.Parse(text, message)
     except text_format.ParseError as e:
         # Same prefix the reference server's parser writes (spec §1.2 step 2, testBadModelConfig).
-        raise ConfigError(f"Error parsing text-format {message.DESCRIPTOR.full_name}: {e}") from e
+        raise ConfigFileError(f"Error parsing text-format {message.DESCRIPTOR.full_name}: {e}") from e

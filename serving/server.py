@@ -177,7 +177,7 @@ class Server:
             await asyncio.sleep(self._options.model_config_file_poll_wait_s)
             try:
                 config = config_lib.read_model_server_config(path)
-            except config_lib.ConfigError as e:
+            except config_lib.ConfigFileError as e:
                 log.error("Failed to read ModelServerConfig file: %s", e)
                 continue
             if config == self.manager.config:

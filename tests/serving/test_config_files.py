@@ -33,7 +33,7 @@ def test_good_config_in_every_standard_syntax():
 
 
 def test_bad_config_reports_the_text_format_error():
-    with pytest.raises(config.ConfigError) as info:
+    with pytest.raises(config.ConfigFileError) as info:
         config.parse_model_server_config('model_config_list { config { name: "a" bogus: 1 } }')
     assert str(info.value).startswith("Error parsing text-format tensorflow.serving.ModelServerConfig: 1:")
     assert "bogus" in str(info.value)
@@ -114,7 +114,7 @@ def test_batching_defaults_are_the_shared_batch_scheduler_ones():
     ("max_batch_size: 4", "Error parsing text-format tensorflow.serving.BatchingParameters"),
 ])
 def test_bad_batching_parameters(text, message):
-    with pytest.raises(config.ConfigError) as info:
+    with pytest.raises(config.ConfigFileError) as info:
         config.parse_batching_parameters(text)
     assert message in str(info.value)
 
