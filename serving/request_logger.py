@@ -29,6 +29,7 @@ and reason), and the first failure of a run of failures is logged, once.
 from __future__ import annotations
 
 import datetime
+import errno
 import logging
 import os
 import queue
@@ -129,7 +130,9 @@ class Collector:
         try:
             if self._file is None or self._written >= self._file_bytes:
                 self._rotate()
-            self._file.write(data)
+            written = self._file.write(data)
+            if written != len(data):  # the disk filled up within this record: the file ends in a partial one
+                raise OSError(errno.ENOSPC, f"wrote {written} of {len(data)} bytes of a record")
             self._written += len(data)
         except OSError as e:
             self._failed(model_name, e)
@@ -148,8 +151,9 @@ class Collector:
             os.makedirs(directory, exist_ok=True)
         path = f"{self.prefix}-{self._start}-{os.getpid()}-{self._sequence:05d}{FILE_SUFFIX}"
         self._sequence += 1
-        # Exclusive: never append to (or truncate) another writer's file.
-        self._file = open(path, "xb")
+        # Exclusive: never append to (or truncate) another writer's file. Unbuffered: a record is written whole by
+        # one write() or counted as dropped, never lost later in a buffer.
+        self._file = open(path, "xb", buffering=0)
         self._written = 0
 
     def _flush(self) -> None:

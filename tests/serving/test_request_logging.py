@@ -160,3 +160,66 @@ def test_a_warmup_file_that_is_not_tfrecords_fails_the_load(tmp_path, saved_half
         assert server.rest.post("/v1/models/default:predict", {"instances": [2.0]}).json() == {"predictions": [3.0]}
     finally:
         stop(server)
+
+
+def _unshare_works() -> bool:
+    import subprocess
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True) if shutil.which("unshare") else None
+    return probe is not None and probe.returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs unshare -rm (a mount namespace for a small tmpfs)")
+def test_a_full_disk_fails_no_request(tmp_path, saved_half_plus_two):
+    """The server runs in a mount namespace of its own where the log folder is a 32 KiB tmpfs: it fills up."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.support.processes import free_port
+
+    shutil.copytree(saved_half_plus_two[2.0], tmp_path / "models" / "1")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    config = write_config(tmp_path / "models.config", [
+        {"name": "default", "base_path": tmp_path / "models",
+         "extra": LOGGING.format(rate=1.0, prefix=logs / "requests")}])
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text('prometheus_config: { enable: true }\n')
+    grpc_port, rest_port = free_port(), free_port()
+    command = (f"mount -t tmpfs -o size=32k tmpfs {logs} && exec {sys.executable} -m serving --port={grpc_port} "
+               f"--rest_api_port={rest_port} --model_config_file={config} --monitoring_config_file={monitoring}")
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(["unshare", "-rm", "sh", "-c", command], stdout=log_file, stderr=log_file)
+    url = f"http://127.0.0.1:{rest_port}"
+
+    def call(path, body=None):
+        request = urllib.request.Request(url + path, data=body)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+
+    def ready():
+        try:
+            return call("/v1/models/default")[0] == 200
+        except OSError:
+            assert process.poll() is None, log_path.read_text()
+            return False
+
+    try:
+        wait_until(ready, timeout_s=60, what="the server")
+        body = ('{"instances": [' + ",".join(["1.5"] * 2000) + "]}").encode()  # about 8 KB a record
+        for _ in range(40):
+            assert call("/v1/models/default:predict", body)[0] == 200
+        metrics = lambda: call("/monitoring/prometheus/metrics")[1].decode()  # noqa: E731
+
+        def counted(name):
+            return sum(float(line.rsplit(" ", 1)[1]) for line in metrics().splitlines() if line.startswith(name))
+
+        dropped = 'tfxsp_serving_request_log_dropped_total{model_name="default",reason="write_error"}'
+        logged = ':tensorflow:serving:request_log_count_total{model_name="default",status="OK"}'
+        wait_until(lambda: counted(dropped) + counted(logged) == 40, what="every record written or dropped")
+        assert counted(dropped) > 0 and counted(logged) > 0
+        assert log_path.read_text().count("cannot write") == 1
+    finally:
+        process.terminate()
+        process.wait(30)
