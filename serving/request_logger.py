@@ -89,7 +89,7 @@ class Collector:
         self._thread = threading.Thread(target=self._write_forever, name="request-log", daemon=True)
         self._thread.start()
 
-    def put(self, model_name: str, metadata: logging_pb2.LogMetadata, build: Build) -> None:
+    def put(self, model_name: str, metadata: Callable[[], logging_pb2.LogMetadata], build: Build) -> None:
         """Called on the event loop: never blocks."""
         try:
             self._queue.put_nowait((model_name, metadata, build))
@@ -117,7 +117,7 @@ class Collector:
         model_name, metadata, build = item
         try:
             kind, message = build()
-            record = prediction_log_pb2.PredictionLog(log_metadata=metadata)
+            record = prediction_log_pb2.PredictionLog(log_metadata=metadata())
             getattr(record, kind).CopyFrom(message)
             data = tfrecords.encode(record.SerializeToString())
         except Exception as e:  # a request the proto cannot hold: lose its record, not the writer
@@ -238,10 +238,15 @@ class RequestLogger:
         return model
 
     def _put(self, model: _ModelLog, name: str, version: int, signature_name: str, build: Build) -> None:
-        metadata = logging_pb2.LogMetadata(
-            model_spec=model_pb2.ModelSpec(name=name, signature_name=signature_name),
-            sampling_config=model.sampling_config, saved_model_tags=self._tags)
-        metadata.model_spec.version.value = version
+        tags, sampling_config = self._tags, model.sampling_config
+
+        def metadata() -> logging_pb2.LogMetadata:  # built on the writer thread too, like the record
+            log_metadata = logging_pb2.LogMetadata(
+                model_spec=model_pb2.ModelSpec(name=name, signature_name=signature_name),
+                sampling_config=sampling_config, saved_model_tags=tags)
+            log_metadata.model_spec.version.value = version
+            return log_metadata
+
         model.collector.put(name, metadata, build)
 
     # ------------------------------------------------------------------------ what the dataplane calls
