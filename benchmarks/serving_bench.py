@@ -704,9 +704,12 @@ def compare_logging(duration_s: float, rounds: int, workdir: str) -> list[dict]:
             handles[rate], _ = start_server(workload, base, False, workdir, (f"--model_config_file={config}",))
         matrix = [("grpc", 1, 1), ("grpc", 1, 32), ("rest", 1, 1), ("rest", 1, 32)]
         measured: dict[tuple, list[Cell]] = {}
-        for _ in range(rounds):
+        for round_index in range(rounds):
+            # Each round starts with another server, so that no setting always runs first or last.
+            order = LOGGING_RATES[round_index % 3:] + LOGGING_RATES[:round_index % 3]
             for cell_spec in matrix:
-                for rate, handle in handles.items():
+                for rate in order:
+                    handle = handles[rate]
                     [cell] = asyncio.run(measure_server(handle, workload, False, [cell_spec], duration_s))
                     cell.model = f"{workload.name} ({_rate_name(rate)})"
                     measured.setdefault((rate, *cell_spec), []).append(cell)

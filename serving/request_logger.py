@@ -28,11 +28,11 @@ and reason), and the first failure of a run of failures is logged, once.
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import errno
 import logging
 import os
-import queue
 import random
 import threading
 import time
@@ -57,6 +57,7 @@ log = logging.getLogger("serving")
 
 DEFAULT_FILE_BYTES = 64 << 20
 QUEUE_RECORDS = 4096  # records waiting for the writer at most; more are dropped (counted)
+DRAIN_INTERVAL_S = 0.05  # how often the writer takes what requests queued
 RETRY_OPEN_S = 5.0  # after a failed write, the next file is tried this much later (records meanwhile dropped)
 
 # What a queued item builds on the writer thread: the PredictionLog's log_type field and its message.
@@ -80,7 +81,8 @@ class Collector:
         self.prefix = prefix
         self._counters = counters
         self._file_bytes = file_bytes
-        self._queue: queue.Queue = queue.Queue(QUEUE_RECORDS)
+        self._pending: collections.deque = collections.deque()
+        self._closing = threading.Event()
         self._start = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
         self._sequence = 0
         self._file = None
@@ -90,26 +92,26 @@ class Collector:
         self._thread.start()
 
     def put(self, model_name: str, metadata: Callable[[], logging_pb2.LogMetadata], build: Build) -> None:
-        """Called on the event loop: never blocks."""
-        try:
-            self._queue.put_nowait((model_name, metadata, build))
-        except queue.Full:
+        """Called on the event loop: never blocks, and wakes no thread (a deque append; the writer drains the
+        deque every DRAIN_INTERVAL_S). Waking the writer per record would hand the GIL back and forth with the
+        loop on every request."""
+        if len(self._pending) >= QUEUE_RECORDS:
             self._counters.dropped.labels(model_name, "queue_full").inc()
+            return
+        self._pending.append((model_name, metadata, build))
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Writes what is queued (for at most ``timeout_s``), then closes the file."""
-        self._queue.put(None)
+        self._closing.set()
         self._thread.join(timeout_s)
 
     def _write_forever(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            closing = self._closing.wait(DRAIN_INTERVAL_S)
+            while self._pending:
+                self._write(self._pending.popleft())
+            if closing:
                 break
-            self._write(item)
-            if self._queue.empty():
-                self._flush()  # a reader sees every record once the writer has caught up
-        self._flush()
         if self._file is not None:
             self._file.close()
 
@@ -155,14 +157,6 @@ class Collector:
         # one write() or counted as dropped, never lost later in a buffer.
         self._file = open(path, "xb", buffering=0)
         self._written = 0
-
-    def _flush(self) -> None:
-        if self._file is None:
-            return
-        try:
-            self._file.flush()
-        except OSError as e:
-            self._failed("", e)
 
     def _failed(self, model_name: str, error: OSError) -> None:
         if self._failing_since is None:  # once per run of failures, not once per request
