@@ -21,8 +21,9 @@ TFRecord files ``<filename_prefix>-<UTC start>-<pid>-<nnnnn>.tfrecord``, a new f
 ``PredictionLog.FromString``. Models whose configs name the same collector share one writer (as the reference
 shares a logger per identical ``LoggingConfig``).
 
-The request never waits for its log: a sampled request puts its arrays or messages into a bounded queue (the proto
-is built and written on the collector's own thread). A full queue, a full disk or a folder that cannot be written
+The request never waits for its log's I/O: a sampled request's record is encoded on the event loop (a few tens of
+microseconds; bytes, which the garbage collector does not track) into a bounded queue that the collector's own
+thread writes every 50 ms, in one write(). A full queue, a full disk or a folder that cannot be written
 never fails a request: the record is dropped and counted in ``tfxsp_serving_request_log_dropped_total`` (by model
 and reason), and the first failure of a run of failures is logged, once.
 """
@@ -92,13 +93,23 @@ class Collector:
         self._thread.start()
 
     def put(self, model_name: str, metadata: Callable[[], logging_pb2.LogMetadata], build: Build) -> None:
-        """Called on the event loop: never blocks, and wakes no thread (a deque append; the writer drains the
-        deque every DRAIN_INTERVAL_S). Waking the writer per record would hand the GIL back and forth with the
-        loop on every request."""
+        """Called on the event loop: encodes the record (bytes, which the garbage collector does not track, so a
+        queued record costs no collection) and appends it to the deque, waking no thread: the writer drains the
+        deque every DRAIN_INTERVAL_S in one write. A thread woken per record would take the GIL from the loop on
+        every request."""
         if len(self._pending) >= QUEUE_RECORDS:
             self._counters.dropped.labels(model_name, "queue_full").inc()
             return
-        self._pending.append((model_name, metadata, build))
+        try:
+            kind, message = build()
+            record = prediction_log_pb2.PredictionLog(log_metadata=metadata())
+            getattr(record, kind).CopyFrom(message)
+            data = tfrecords.encode(record.SerializeToString())
+        except Exception as e:  # a request the proto cannot hold: lose its record, not the request
+            log.error("Request log %s: could not encode a %s request: %s", self.prefix, model_name, e)
+            self._counters.dropped.labels(model_name, "encode_error").inc()
+            return
+        self._pending.append((model_name, data))
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Writes what is queued (for at most ``timeout_s``), then closes the file."""
@@ -108,41 +119,44 @@ class Collector:
     def _write_forever(self) -> None:
         while True:
             closing = self._closing.wait(DRAIN_INTERVAL_S)
+            batch = []
             while self._pending:
-                self._write(self._pending.popleft())
+                batch.append(self._pending.popleft())
+            if batch:
+                self._write(batch)
             if closing:
                 break
         if self._file is not None:
             self._file.close()
 
-    def _write(self, item) -> None:
-        model_name, metadata, build = item
-        try:
-            kind, message = build()
-            record = prediction_log_pb2.PredictionLog(log_metadata=metadata())
-            getattr(record, kind).CopyFrom(message)
-            data = tfrecords.encode(record.SerializeToString())
-        except Exception as e:  # a request the proto cannot hold: lose its record, not the writer
-            log.error("Request log %s: could not encode a %s request: %s", self.prefix, model_name, e)
-            self._counters.dropped.labels(model_name, "encode_error").inc()
-            return
+    def _write(self, batch: list[tuple[str, bytes]]) -> None:
+        """Writes the records in one write() (the next file first when this one is full); a record the disk had
+        no room for, or any record while writing fails, is dropped and counted."""
         if self._failing_since is not None and time.monotonic() - self._failing_since < RETRY_OPEN_S:
-            self._counters.dropped.labels(model_name, "write_error").inc()
+            for model_name, _ in batch:
+                self._counters.dropped.labels(model_name, "write_error").inc()
             return
+        data = b"".join(record for _, record in batch)
+        written = 0
         try:
             if self._file is None or self._written >= self._file_bytes:
                 self._rotate()
-            written = self._file.write(data)
-            if written != len(data):  # the disk filled up within this record: the file ends in a partial one
-                raise OSError(errno.ENOSPC, f"wrote {written} of {len(data)} bytes of a record")
-            self._written += len(data)
+            written = self._file.write(data) or 0
+            if written != len(data):  # the disk filled up: the file ends in a partial record
+                raise OSError(errno.ENOSPC, f"wrote {written} of {len(data)} bytes")
         except OSError as e:
-            self._failed(model_name, e)
-            return
-        if self._failing_since is not None:
+            self._failed(e)
+        self._written += written
+        end = 0
+        for model_name, record in batch:
+            end += len(record)
+            if end <= written:
+                self._counters.logged.labels(model_name, "OK").inc()
+            else:
+                self._counters.dropped.labels(model_name, "write_error").inc()
+        if self._failing_since is not None and written == len(data):
             log.info("Request log %s: writing again (%s)", self.prefix, self._file.name)
             self._failing_since = None
-        self._counters.logged.labels(model_name, "OK").inc()
 
     def _rotate(self) -> None:
         if self._file is not None:
@@ -153,23 +167,21 @@ class Collector:
             os.makedirs(directory, exist_ok=True)
         path = f"{self.prefix}-{self._start}-{os.getpid()}-{self._sequence:05d}{FILE_SUFFIX}"
         self._sequence += 1
-        # Exclusive: never append to (or truncate) another writer's file. Unbuffered: a record is written whole by
-        # one write() or counted as dropped, never lost later in a buffer.
+        # Exclusive: never append to (or truncate) another writer's file. Unbuffered: what write() took is on disk
+        # (the page cache), the rest counted as dropped; nothing is lost later in a buffer.
         self._file = open(path, "xb", buffering=0)
         self._written = 0
 
-    def _failed(self, model_name: str, error: OSError) -> None:
+    def _failed(self, error: OSError) -> None:
         if self._failing_since is None:  # once per run of failures, not once per request
             log.error("Request log %s: cannot write (%s); requests are still served, their log records are "
                       "dropped and counted in tfxsp_serving_request_log_dropped_total", self.prefix, error)
         self._failing_since = time.monotonic()
-        if model_name:
-            self._counters.dropped.labels(model_name, "write_error").inc()
         if self._file is not None:
             try:
                 self._file.close()
             except OSError:
-                pass  # the buffered records are lost with the file: what a full disk means
+                pass
             self._file = None
 
 
