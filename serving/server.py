@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -80,10 +79,6 @@ class Server:
     async def start(self) -> None:
         """Loads the models, then opens the ports. Raises StartupError."""
         await self.manager.start(self._options.model_config)
-        # What start-up created (TensorFlow, the loaded models: hundreds of thousands of objects) lives as long as the
-        # server: out of the collector's sight, a full collection no longer walks it. Request logging makes records
-        # that survive their request, which makes full collections frequent enough to cost throughput otherwise.
-        gc.freeze()
         await self._start_grpc()
         if self._options.rest_api_port:
             await self._start_rest()
