@@ -704,13 +704,18 @@ def compare_logging(duration_s: float, rounds: int, workdir: str) -> list[dict]:
             handles[rate], _ = start_server(workload, base, False, workdir, (f"--model_config_file={config}",))
         matrix = [("grpc", 1, 1), ("grpc", 1, 32), ("rest", 1, 1), ("rest", 1, 32)]
         measured: dict[tuple, list[Cell]] = {}
+        cpu_us: dict[tuple, float] = {}  # the server process's CPU time per cell: what logging costs it, whatever
+        # else the machine does
         for round_index in range(rounds):
             # Each round starts with another server, so that no setting always runs first or last.
             order = LOGGING_RATES[round_index % 3:] + LOGGING_RATES[:round_index % 3]
             for cell_spec in matrix:
                 for rate in order:
                     handle = handles[rate]
+                    before = _process_cpu_s(handle.process.pid)
                     [cell] = asyncio.run(measure_server(handle, workload, False, [cell_spec], duration_s))
+                    cpu_us[(rate, *cell_spec)] = cpu_us.get((rate, *cell_spec), 0.0) + (
+                        _process_cpu_s(handle.process.pid) - before) * 1e6
                     cell.model = f"{workload.name} ({_rate_name(rate)})"
                     measured.setdefault((rate, *cell_spec), []).append(cell)
     finally:
@@ -725,10 +730,19 @@ def compare_logging(duration_s: float, rounds: int, workdir: str) -> list[dict]:
             rows.append({"logging": _rate_name(rate), "mode": mode, "batch": batch, "concurrency": concurrency,
                          "requests_per_s": round(cell.requests_per_s, 1), "p50_ms": round(cell.p50_ms, 3),
                          "p99_ms": round(cell.p99_ms, 3), "errors": cell.errors,
+                         "server_cpu_us_per_request": round(cpu_us[(rate, mode, batch, concurrency)] / max(
+                             1, sum(c.requests + 20 for c in measured[(rate, mode, batch, concurrency)])), 1),
                          "throughput_vs_off": round(cell.requests_per_s / off.requests_per_s - 1, 3)
                          if off.requests_per_s else None})
     rows.append({"records_logged": logged})
     return rows
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _log_records(folder: str):
@@ -740,14 +754,16 @@ def _log_records(folder: str):
 def print_logging(rows: list[dict]) -> None:
     print("\nRequest logging, half_plus_two batch 1 (median of rounds; goal: at rate 1.0 at most 10% lower "
           "throughput than off at 32 clients):")
-    print(f"  {'logging':<10}{'mode':<6}{'clients':>8}{'req/s':>10}{'vs off':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"  {'logging':<10}{'mode':<6}{'clients':>8}{'req/s':>10}{'vs off':>9}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'server CPU µs/req':>19}")
     for row in rows:
         if "records_logged" in row:
             print(f"  records written: {row['records_logged']}")
             continue
         change = row["throughput_vs_off"]
         print(f"  {row['logging']:<10}{row['mode']:<6}{row['concurrency']:>8}{row['requests_per_s']:>10.1f}"
-              f"{'' if change is None else f'{change:+.1%}':>9}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}")
+              f"{'' if change is None else f'{change:+.1%}':>9}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}"
+              f"{row['server_cpu_us_per_request']:>19.0f}")
     for row in rows:
         if row.get("logging") == "rate 1" and row["concurrency"] == 32:
             verdict = "met" if row["throughput_vs_off"] is not None and row["throughput_vs_off"] >= -0.10 else "MISSED"
