@@ -17,6 +17,10 @@ set_tensor/invoke/get_tensor for TF Lite), and gRPC and REST predict at batch 1 
 32 clients (throughput) on a server of its own (``--prefer_tflite_model`` for TF Lite), the two servers'
 cells interleaved. ``--suite tflite`` runs only this part.
 
+Request logging (issue 17): half_plus_two on three servers, without request logging and logging at rate 0.1 and
+1.0 (logging_config in the model config); gRPC and REST batch-1 predict, p50 with one client and throughput with
+32, the servers' cells interleaved over ``--rounds`` (the median kept). ``--suite logging`` runs only this part.
+
 Before and after (issue 12), ``--baseline REF``: the server of commit REF (``git archive REF serving``, run
 from its own directory) and this checkout's, side by side on half_plus_two, their cells interleaved and
 repeated (``--rounds``, the median kept), so that whatever else the machine does weighs on both alike:
@@ -32,6 +36,7 @@ still share the cores; the JSON records the CPU count.
 
     python benchmarks/serving_bench.py --out serving_bench.json [--model_dir DIR [--instances_json FILE]]
     python benchmarks/serving_bench.py --suite tflite --out serving_bench_tflite.json
+    python benchmarks/serving_bench.py --suite logging --rounds 3 --out serving_bench_logging.json
     python benchmarks/serving_bench.py --baseline main --out serving_bench_issue12.json
 """
 from __future__ import annotations
@@ -671,6 +676,100 @@ def targets(cells: list[Cell], ready: dict[str, float], model: str) -> list[dict
     return [{"target": name, "measured": round(value, 3), "goal": goal, "met": met} for name, value, goal, met in rows]
 
 
+# ---------------------------------------------------------------------------------------- request logging (issue 17)
+
+LOGGING_RATES = (None, 0.1, 1.0)  # None: no logging_config
+
+
+def _rate_name(rate: float | None) -> str:
+    return "off" if rate is None else f"rate {rate:g}"
+
+
+def compare_logging(duration_s: float, rounds: int, workdir: str) -> list[dict]:
+    """half_plus_two on three servers: no request logging, logging at rate 0.1 and at 1.0; gRPC and REST batch-1
+    predict with 1 client (p50) and 32 (throughput), the servers' cells interleaved over rounds (median kept)."""
+    workload, base = half_plus_two_workload(workdir)
+    handles = {}
+    try:
+        for rate in LOGGING_RATES:
+            extra = ""
+            if rate is not None:
+                prefix = os.path.join(workdir, "logs", f"rate{rate:g}", "requests")
+                extra = (f"logging_config {{ sampling_config {{ sampling_rate: {rate} }} log_collector_config "
+                         f"{{ type: \"tfrecord\" filename_prefix: \"{prefix}\" }} }}")
+            config = os.path.join(workdir, f"logging-{_rate_name(rate).replace(' ', '')}.config")
+            with open(config, "w") as f:
+                f.write(f'model_config_list {{ config {{ name: "{workload.name}" base_path: "{base}" '
+                        f'model_platform: "tensorflow" {extra} }} }}\n')
+            handles[rate], _ = start_server(workload, base, False, workdir, (f"--model_config_file={config}",))
+        matrix = [("grpc", 1, 1), ("grpc", 1, 32), ("rest", 1, 1), ("rest", 1, 32)]
+        measured: dict[tuple, list[Cell]] = {}
+        cpu_us: dict[tuple, float] = {}  # the server process's CPU time per cell: what logging costs it, whatever
+        # else the machine does
+        for round_index in range(rounds):
+            # Each round starts with another server, so that no setting always runs first or last.
+            order = LOGGING_RATES[round_index % 3:] + LOGGING_RATES[:round_index % 3]
+            for cell_spec in matrix:
+                for rate in order:
+                    handle = handles[rate]
+                    before = _process_cpu_s(handle.process.pid)
+                    [cell] = asyncio.run(measure_server(handle, workload, False, [cell_spec], duration_s))
+                    cpu_us[(rate, *cell_spec)] = cpu_us.get((rate, *cell_spec), 0.0) + (
+                        _process_cpu_s(handle.process.pid) - before) * 1e6
+                    cell.model = f"{workload.name} ({_rate_name(rate)})"
+                    measured.setdefault((rate, *cell_spec), []).append(cell)
+    finally:
+        for handle in handles.values():
+            handle.stop()
+    logged = sum(1 for _ in _log_records(os.path.join(workdir, "logs")))
+    rows = []
+    for mode, batch, concurrency in matrix:
+        off = _median_cell(measured[(None, mode, batch, concurrency)])
+        for rate in LOGGING_RATES:
+            cell = _median_cell(measured[(rate, mode, batch, concurrency)])
+            rows.append({"logging": _rate_name(rate), "mode": mode, "batch": batch, "concurrency": concurrency,
+                         "requests_per_s": round(cell.requests_per_s, 1), "p50_ms": round(cell.p50_ms, 3),
+                         "p99_ms": round(cell.p99_ms, 3), "errors": cell.errors,
+                         "server_cpu_us_per_request": round(cpu_us[(rate, mode, batch, concurrency)] / max(
+                             1, sum(c.requests + 20 for c in measured[(rate, mode, batch, concurrency)])), 1),
+                         "throughput_vs_off": round(cell.requests_per_s / off.requests_per_s - 1, 3)
+                         if off.requests_per_s else None})
+    rows.append({"records_logged": logged})
+    return rows
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _log_records(folder: str):
+    import glob
+    for path in glob.glob(os.path.join(folder, "**", "*.tfrecord"), recursive=True):
+        yield from tf.data.TFRecordDataset([path])
+
+
+def print_logging(rows: list[dict]) -> None:
+    print("\nRequest logging, half_plus_two batch 1 (median of rounds; goal: at rate 1.0 at most 10% lower "
+          "throughput than off at 32 clients):")
+    print(f"  {'logging':<10}{'mode':<6}{'clients':>8}{'req/s':>10}{'vs off':>9}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'server CPU µs/req':>19}")
+    for row in rows:
+        if "records_logged" in row:
+            print(f"  records written: {row['records_logged']}")
+            continue
+        change = row["throughput_vs_off"]
+        print(f"  {row['logging']:<10}{row['mode']:<6}{row['concurrency']:>8}{row['requests_per_s']:>10.1f}"
+              f"{'' if change is None else f'{change:+.1%}':>9}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}"
+              f"{row['server_cpu_us_per_request']:>19.0f}")
+    for row in rows:
+        if row.get("logging") == "rate 1" and row["concurrency"] == 32:
+            verdict = "met" if row["throughput_vs_off"] is not None and row["throughput_vs_off"] >= -0.10 else "MISSED"
+            print(f"  [{verdict}] {row['mode']} throughput at rate 1.0: {row['throughput_vs_off']:+.1%} vs off")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per cell")
@@ -678,8 +777,9 @@ def main() -> None:
     parser.add_argument("--model_dir", help="also benchmark this SavedModel (a version directory)")
     parser.add_argument("--signature_name", default="serving_default")
     parser.add_argument("--instances_json", help="one REST row-format instance for --model_dir's signature")
-    parser.add_argument("--suite", choices=("all", "tflite"), default="all",
-                        help="tflite: only the SavedModel / TF Lite comparison")
+    parser.add_argument("--suite", choices=("all", "tflite", "logging"), default="all",
+                        help="tflite: only the SavedModel / TF Lite comparison; logging: only request logging "
+                             "at rate 1.0 and 0.1 beside off")
     parser.add_argument("--baseline", metavar="REF", help="only compare the server of git commit REF with this one")
     parser.add_argument("--rounds", type=int, default=3, help="with --baseline: rounds of interleaved cells")
     args = parser.parse_args()
@@ -700,6 +800,23 @@ def main() -> None:
                                            "load_average": load},
                                "baseline": args.baseline, "duration_s_per_cell": args.duration,
                                "rounds": args.rounds, "comparison": rows}, f, indent=2)
+                print(f"Wrote {args.out}")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
+    if args.suite == "logging":
+        try:
+            print(HEADER, flush=True)
+            rows = compare_logging(args.duration, args.rounds, workdir)
+            print_logging(rows)
+            load = {"before": load_before, "after": os.getloadavg()}
+            print(f"\nLoad average (1, 5, 15 min) before: {load['before']}, after: {load['after']} "
+                  f"on {os.cpu_count()} CPUs")
+            if args.out:
+                with open(args.out, "w") as f:
+                    json.dump({"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                           "load_average": load}, "duration_s_per_cell": args.duration,
+                               "rounds": args.rounds, "request_logging": rows}, f, indent=2)
                 print(f"Wrote {args.out}")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -731,6 +848,9 @@ def main() -> None:
         print("\nStart to ready (process start to a version AVAILABLE over REST):")
         for name, seconds in ready.items():
             print(f"  {name:<28}{seconds:6.2f} s")
+        logging_rows = compare_logging(args.duration, 1, workdir) if args.suite == "all" else []
+        if logging_rows:
+            print_logging(logging_rows)
         report = {workload.name: targets(cells, ready, workload.name) for workload, _ in workloads}
         comparison = format_comparison(cells)
         print("\nSavedModel vs TF Lite, the same small dense model (batch 1):")
@@ -761,6 +881,7 @@ def main() -> None:
                     "cells": [dataclasses.asdict(c) for c in cells],
                     "targets": report,
                     "savedmodel_vs_tflite": comparison,
+                    "request_logging": logging_rows,
                 }, f, indent=2)
             print(f"\nWrote {args.out}")
     finally:

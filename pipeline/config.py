@@ -124,6 +124,14 @@ class PipelineConfig:
     probe_max_p99_ms: float = 500.0
     probe_rollback: bool = True  # move a version that fails the probe out of the base path
 
+    # --- Watching the served model: tfxsp monitor (docs/watching-a-served-model.md) ---
+    # TFDV's skew comparison of the logged requests with the training data: a numeric feature whose Jensen-Shannon
+    # divergence, or a categorical one whose L-infinity distance, is above its threshold is flagged.
+    monitor_numeric_threshold: float = 0.3
+    monitor_categorical_threshold: float = 0.3
+    # header -> threshold, for the features that need another one (a TOML table, or a JSON object)
+    monitor_feature_thresholds: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
     # ---------------------------------------------------------------- derived locations
     @property
     def pipeline_root(self) -> str:
@@ -251,6 +259,10 @@ class PipelineConfig:
         for key in ("probe_deadline_s", "probe_max_p50_ms", "probe_max_p99_ms"):
             require(getattr(self, key) > 0, key, "must be > 0")
         require(self.probe_tolerance >= 0, "probe_tolerance", "must be >= 0")
+        for key in ("monitor_numeric_threshold", "monitor_categorical_threshold"):
+            require(0.0 <= getattr(self, key) <= 1.0, key, "must be between 0 and 1")
+        for name, threshold in self.monitor_feature_thresholds.items():
+            require(0.0 <= threshold <= 1.0, "monitor_feature_thresholds", f"{name!r}: must be between 0 and 1")
         self.metadata_connection_config()  # raises ConfigError for a bad URL
         if self.kubeflow_pipeline_root:
             require(urllib.parse.urlparse(self.kubeflow_pipeline_root).scheme in KUBEFLOW_ROOT_SCHEMES
@@ -353,10 +365,21 @@ def _coerce_to(kind: Any, raw: str) -> Any:
         return tuple(items)
     if typing.get_origin(kind) in (Mapping, dict):
         value = json.loads(raw) if raw.strip() else {}
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise ValueError(raw)
-        return value
+        return _mapping(kind, value)
     return raw
+
+
+def _mapping(kind: Any, value: Any) -> dict[str, Any]:
+    """A JSON object or TOML table checked against Mapping[str, str] or Mapping[str, float]."""
+    if not isinstance(value, dict):
+        raise ValueError(value)
+    if typing.get_args(kind)[1] is float:
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()):
+            raise ValueError(value)
+        return {k: float(v) for k, v in value.items()}
+    if not all(isinstance(v, str) for v in value.values()):
+        raise ValueError(value)
+    return value
 
 
 def _describe(kind: Any) -> str:
@@ -364,6 +387,8 @@ def _describe(kind: Any) -> str:
     if typing.get_origin(kind) is tuple:
         return "a list of column names (a,b,c or a JSON array)"
     if typing.get_origin(kind) in (Mapping, dict):
+        if typing.get_args(kind)[1] is float:
+            return 'a JSON object of column -> number, e.g. {"body_mass_g": 0.5}'
         return 'a JSON object of column -> role, e.g. {"Comments": "ignored"}'
     args = [a for a in typing.get_args(kind) if a is not type(None)]
     if args and typing.get_origin(kind) in (typing.Union, types.UnionType):
@@ -422,6 +447,11 @@ def _from_toml(path: str, key: str, value: Any) -> Any:
         return value
     if target is bool and isinstance(value, bool):
         return value
+    if typing.get_origin(kind) in (Mapping, dict) and isinstance(value, dict):
+        try:
+            return _mapping(kind, value)
+        except ValueError:
+            pass
     raise ConfigError(f"config '{key}' = {value!r} in {path}: expected {_describe(kind)}")
 
 

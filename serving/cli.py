@@ -34,6 +34,7 @@ from typing import Any
 
 from serving import config as config_lib
 from serving import limits as limits_lib
+from serving import logging_config as logging_config_lib
 from serving import tls as tls_lib
 from serving.errors import ServingError, StartupError
 from serving.options import ManagerOptions, RestOptions, ServerOptions, TfLiteOptions
@@ -102,13 +103,16 @@ FLAGS = [
          "the reference listens on all interfaces). Use 0.0.0.0 to accept remote clients."),
     Flag("rest_api_max_body_bytes", int, 64 * 1024 * 1024, "Largest accepted REST request body (embedded server "
          "only)."),
+    Flag("request_log_file_bytes", int, 64 << 20, "Request logging (logging_config in the model config): bytes a "
+         "log file holds before the next one is started (embedded server only)."),
     Flag("drain_timeout_seconds", float, 20.0, "On SIGTERM/SIGINT, how long requests in flight may take to finish "
          "before the server exits (embedded server only)."),
     Flag("max_request_elements", int, limits_lib.DEFAULT_MAX_REQUEST_ELEMENTS, "Most tensor elements one request "
          "may hold, all inputs together; more is refused with RESOURCE_EXHAUSTED (REST: 413) before decoding "
          "(embedded server only)."),
     # Accepted for compatibility, no effect here.
-    Flag("enable_model_warmup", bool, True, "Enables model warmup.", supported=False),
+    Flag("enable_model_warmup", bool, True, "Enables model warmup, which triggers lazy initializations (such as "
+         "TF optimizations) at load time, to reduce first request latency."),
     Flag("enable_grpc_healthcheck_service", bool, False, "Enable the standard gRPC healthcheck service.",
          supported=False),
     Flag("enable_profiler", bool, True, "Enable profiler service."),
@@ -287,7 +291,11 @@ def build_options(values: dict[str, Any]) -> ServerOptions:
         rest_port = 0
     if monitoring.prometheus_enabled and not rest_port:
         logging.getLogger("serving").warning("Prometheus monitoring needs --rest_api_port; it is not exported")
-    for name in ("rest_api_max_body_bytes", "max_request_elements"):
+    try:  # request logging: a collector type or sampling rate it cannot honour stops the start (status 255)
+        logging_config_lib.check_all(model_config)
+    except ServingError as e:
+        raise StartupError(str(e)) from None
+    for name in ("rest_api_max_body_bytes", "max_request_elements", "request_log_file_bytes"):
         if values[name] <= 0:
             raise StartupError(f"INVALID_ARGUMENT: --{name} must be positive; got {values[name]}")
     for name in ("rest_api_num_threads", "grpc_max_threads", "drain_timeout_seconds"):
@@ -331,6 +339,8 @@ def build_options(values: dict[str, Any]) -> ServerOptions:
         rest_slots=values["rest_api_num_threads"],
         grpc_slots=values["grpc_max_threads"],
         drain_timeout_s=values["drain_timeout_seconds"],
+        enable_model_warmup=values["enable_model_warmup"],
+        request_log_file_bytes=values["request_log_file_bytes"],
     )
 
 

@@ -25,6 +25,7 @@ from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb
 from serving import tensor_codec
 from serving.errors import Code, ServingError, failed_precondition, invalid_argument
 from serving.monitoring import Metrics
+from serving.request_logger import RequestLogger
 from serving.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, PREDICT_METHOD, REGRESS_METHOD, Servable, Signature
 
 _MAX_PLANS = 1024
@@ -65,10 +66,13 @@ class TaskResult:
 
 
 class Inference:
-    def __init__(self, runner: Runner, metrics: Metrics, method_name_check: bool = False):
+    def __init__(self, runner: Runner, metrics: Metrics, method_name_check: bool = False,
+                 request_logger: RequestLogger | None = None):
         self._runner = runner
         self._metrics = metrics
         self._method_name_check = method_name_check
+        # Answered requests are logged here, for REST and gRPC alike (None: no logging, e.g. warmup).
+        self._request_logger = request_logger
 
     # ---------------------------------------------------------------------------- predict
 
@@ -150,7 +154,12 @@ class Inference:
             feed_values.append(array)
         fetch_names = [signature.outputs[alias].name for alias in plan.output_aliases]
         outputs = await self._run(servable, "Predict", feed_names, feed_values, fetch_names, deadline)
-        return dict(zip(plan.output_aliases, outputs))
+        answer = dict(zip(plan.output_aliases, outputs))
+        if self._request_logger is not None:
+            output_filter = plan.output_aliases if plan.output_aliases != tuple(signature.outputs) else ()
+            self._request_logger.predict(servable.model_name, servable.version, signature.key, inputs, answer,
+                                         output_filter, tensor_codec.fill_proto)
+        return answer
 
     # ---------------------------------------------------------------------------- classify / regress
 
@@ -178,7 +187,11 @@ class Inference:
         self._metrics.examples(servable.model_name, len(examples))
         outputs = await self._run(servable, api, [input_name], [_string_vector(examples)], output_names,
                                   deadline)
-        return make_result(signature, len(examples), dict(zip(output_names, outputs)))
+        result = make_result(signature, len(examples), dict(zip(output_names, outputs)))
+        if self._request_logger is not None:
+            record = self._request_logger.classify if api == "Classify" else self._request_logger.regress
+            record(servable.model_name, servable.version, signature.key, model_input, result)
+        return result
 
     async def multi_inference(self, servable: Servable, tasks: Sequence[tuple[str, str, str]],
                               model_input: input_pb2.Input, deadline: float | None) -> list[TaskResult]:
@@ -225,6 +238,9 @@ class Inference:
                 task_results.append(
                     TaskResult(signature.key, regression=_regression_result(signature, len(examples), by_name))
                 )
+        if self._request_logger is not None:
+            self._request_logger.multi_inference(servable.model_name, servable.version, tasks, model_input,
+                                                 task_results)
         return task_results
 
     # ---------------------------------------------------------------------------- helpers

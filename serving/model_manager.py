@@ -206,6 +206,10 @@ class ModelManager:
         # What makes a version directory loadable (see the module docstring).
         self._model_files = servable_lib.SAVED_MODEL_FILES + (
             (tflite_servable.TFLITE_MODEL_FILE,) if options.tflite else ())
+        # Set by the server: what else a config configures (request logging: check() before anything changes,
+        # apply() once the config is in force), and the warmup a loaded version runs before it is AVAILABLE.
+        self.config_listeners: list = []
+        self.warmup = None  # async (servable) -> None; an exception fails the load
 
     # ------------------------------------------------------------------------------ public API
 
@@ -302,6 +306,8 @@ class ModelManager:
                     f"Could not find base path {entry.base_path} for servable {entry.name}"
                     + ("" if not os.path.exists(entry.base_path) else " (it is not a directory)"),
                 )
+        for listener in self.config_listeners:
+            listener.check(config)
         self._labels = self._checked_labels(entries)
         added = []
         for entry in entries:
@@ -327,6 +333,8 @@ class ModelManager:
             log.info("Removing model %s: unloading its versions", name)
             self._reconcile(model)
         self._config = config
+        for listener in self.config_listeners:
+            listener.apply(config)
         await self._scan_all()
         return added
 
@@ -526,6 +534,12 @@ class ModelManager:
             servable = await asyncio.get_running_loop().run_in_executor(
                 self._loader, self._load_servable, name, version.number, version.path
             )
+            if self.warmup is not None:
+                try:
+                    await self.warmup(servable)
+                except BaseException:
+                    servable.close()
+                    raise
         except Exception as e:
             error = from_exception(e)
             self._metrics.model_load(version.path, False, time.perf_counter() - start)

@@ -60,3 +60,5 @@ class ServerOptions:
     drain_timeout_s: float = 20.0  # --drain_timeout_seconds
     tls: TlsConfig | None = None  # --ssl_config_file
     allow_remote_model_management: bool = False
+    enable_model_warmup: bool = True  # --enable_model_warmup (serving.warmup)
+    request_log_file_bytes: int = 64 << 20  # --request_log_file_bytes: a request log file's size before the next

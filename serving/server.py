@@ -30,7 +30,9 @@ from serving.model_manager import ModelManager
 from serving.monitoring import Metrics
 from serving.options import ServerOptions
 from serving.profiler import ProfilerService
+from serving.request_logger import RequestLogger
 from serving.rest_api import RestApi
+from serving.warmup import Warmup
 
 log = logging.getLogger("serving")
 
@@ -59,7 +61,15 @@ class Server:
         runner = (BatchScheduler(options.batching, self._executor, self.metrics) if options.batching
                   else DirectRunner(self._executor))
         self.manager = ModelManager(options.manager, self.metrics)
-        self._inference = Inference(runner, self.metrics, options.enable_signature_method_name_check)
+        # The model config's logging_config (serving.request_logger), applied with every config.
+        self.request_logger = RequestLogger(self.metrics.registry, options.manager.saved_model_tags,
+                                            options.request_log_file_bytes)
+        self.manager.config_listeners.append(self.request_logger)
+        self._inference = Inference(runner, self.metrics, options.enable_signature_method_name_check,
+                                    self.request_logger)
+        if options.enable_model_warmup:
+            # Warmup requests run the same inference, but are neither logged nor counted as requests.
+            self.manager.warmup = Warmup(Inference(runner, self.metrics, options.enable_signature_method_name_check))
         self._grpc: grpc.aio.Server | None = None
         self._rest: web.ServerRunner | None = None
         self._rest_api: RestApi | None = None
@@ -96,6 +106,7 @@ class Server:
         if self.manager.model_runs_in_progress():
             return False
         await self.manager.close()
+        self.request_logger.close()  # what is queued is written
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._codec.shutdown(wait=True, cancel_futures=True)
         return True

@@ -10,6 +10,7 @@ NOT_BLESSED = 3  # the Evaluator did not bless the model, so nothing was pushed
 NOT_SERVED = 4  # the serving validation failed (rolled back unless probe_rollback=false), or could not validate
 UNREACHABLE = 5  # a service the command needs did not answer, refused, or rejected a request (Kubeflow Pipelines)
 TIMED_OUT = 6  # --wait gave up while the Kubeflow run was still going (the run goes on)
+SKEWED = 7  # tfxsp monitor: a feature of the served model's logged requests is over its skew threshold
 # `tfxsp run` stopped by signal N (SIGHUP 1, SIGINT 2, SIGTERM 15) exits 128 + N, as a shell reports it.
 SIGNALLED = 128
 
@@ -24,5 +25,6 @@ TABLE = {
                 "back",
     UNREACHABLE: "Kubeflow Pipelines did not answer, refused, or rejected a request",
     TIMED_OUT: "--wait gave up while the Kubeflow run was still going",
+    SKEWED: "tfxsp monitor: a feature of the served model's logged requests is over its skew threshold",
     SIGNALLED: "128 + N: `tfxsp run` was stopped by signal N (129 SIGHUP, 130 SIGINT, 143 SIGTERM)",
 }

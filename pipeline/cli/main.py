@@ -8,6 +8,7 @@
     artifacts    pipeline/cli/artifacts.py    artifacts recorded in ML Metadata
     lineage      pipeline/cli/lineage.py      what produced an artifact, what it produced
     models       pipeline/cli/models.py       pushed model versions
+    monitor      pipeline/cli/monitor.py      the served model's logged requests vs its training data
     kubeflow     pipeline/cli/kubeflow.py     compile for and submit to Kubeflow Pipelines
 
 Exit codes: pipeline/cli/exit_codes.py.
@@ -19,7 +20,19 @@ import sys
 
 import click
 
-from pipeline.cli import artifacts, exit_codes, init, kubeflow, lineage, models, run, runs, serve, tensorboard
+from pipeline.cli import (
+    artifacts,
+    exit_codes,
+    init,
+    kubeflow,
+    lineage,
+    models,
+    monitor,
+    run,
+    runs,
+    serve,
+    tensorboard,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,7 +41,7 @@ def cli() -> None:
 
 
 for command in (init.init, run.run, serve.serve, tensorboard.tensorboard, runs.runs, artifacts.artifacts,
-                lineage.lineage, models.models, kubeflow.kubeflow):
+                lineage.lineage, models.models, kubeflow.kubeflow, monitor.monitor):
     cli.add_command(command)
 
 

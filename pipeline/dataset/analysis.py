@@ -39,4 +39,5 @@ def analyze(config: PipelineConfig, data_dir: str | None = None) -> Analysis:
     wanted = choices(config)
     roles.check_names(layout, wanted)  # before the statistics: a mistyped label fails in a second
     stats = statistics.column_stats(layout, cache_dir=config.dataset_cache_dir)
-    return Analysis(layout=layout, stats=stats, contract=roles.decide(layout, stats, wanted))
+    contract = dataclasses.replace(roles.decide(layout, stats, wanted), sample_rows=csv_files.sample_rows(layout))
+    return Analysis(layout=layout, stats=stats, contract=contract)

@@ -154,3 +154,20 @@ def first_misshapen_row(layout: CsvLayout) -> DataError | None:
                     return DataError(f"{path}, line {reader.line_num}: {len(row)} fields where the header has "
                                      f"{width}: {','.join(row)[:200]!r}.")
     return None
+
+
+def sample_rows(layout: CsvLayout, count: int = 3, scan: int = 200) -> list[dict[str, str]]:
+    """The first `count` data rows of the first file (among its first `scan`, those with every cell filled first),
+    as cell text by column name: what the Trainer turns into warmup requests."""
+    with open(layout.files[0], encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        next(reader, None)  # the header
+        full, gaps = [], []
+        for i, cells in enumerate(reader):
+            if i >= scan or len(full) >= count:
+                break
+            if len(cells) != len(layout.columns):
+                continue  # a misshapen row is preflight's to report, not warmup's
+            row = {c.name: cell for c, cell in zip(layout.columns, cells)}
+            (full if all(cell.strip() for cell in cells) else gaps).append(row)
+    return (full + gaps)[:count]

@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from ml_metadata import errors as mlmd_errors
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
@@ -73,7 +74,10 @@ def execution_contexts(store: metadata_store.MetadataStore, execution_ids: Itera
     found: dict[int, tuple[str, list[int]]] = {}
     for execution_id in wanted:
         if execution_id not in associations:
-            linked = store.get_contexts_by_execution(execution_id)
+            try:
+                linked = store.get_contexts_by_execution(execution_id)
+            except mlmd_errors.NotFoundError:  # an execution recorded outside any context (not by TFX)
+                linked = []
         else:
             linked = [contexts[c] for c in associations[execution_id] if c in contexts]
         found[execution_id] = (

@@ -47,8 +47,9 @@ def describe_connection(connection: MetadataConnection) -> str:
     return connection.sqlite.filename_uri
 
 
-def open_store(connection: MetadataConnection) -> metadata_store.MetadataStore:
-    """Opens an existing store to read it (see the module docstring)."""
+def open_store(connection: MetadataConnection, writable: bool = False) -> metadata_store.MetadataStore:
+    """Opens an existing store to read it (see the module docstring); `writable`: to add records too (tfxsp monitor
+    records its checks), still never creating a store."""
     where = describe_connection(connection)
     if isinstance(connection, mlmd.MetadataStoreClientConfig):
         config: MetadataConnection = mlmd.MetadataStoreClientConfig()
@@ -60,7 +61,8 @@ def open_store(connection: MetadataConnection) -> metadata_store.MetadataStore:
             config.mysql.skip_db_creation = True
         elif config.HasField("sqlite") or not config.HasField("fake_database"):
             _check_sqlite_file(config.sqlite.filename_uri)
-            config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READONLY
+            config.sqlite.connection_mode = (mlmd.SqliteMetadataSourceConfig.READWRITE if writable
+                                             else mlmd.SqliteMetadataSourceConfig.READONLY)
     try:
         store = metadata_store.MetadataStore(config)
         store.get_context_types()  # a store that cannot answer this cannot answer anything

@@ -63,6 +63,9 @@ class DatasetContract:
     # (regression; the RMSE of always predicting the mean).
     baseline: float = 0.0
     num_classes: int = 0  # classification: how many classes the labelled rows hold
+    # A few rows of the CSV as its cells' text by column name: the Trainer writes them into every export as TF
+    # Serving warmup requests (warmup.py).
+    sample_rows: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def features(self) -> list[Column]:
@@ -91,7 +94,8 @@ class DatasetContract:
         return cls(label=Column(**data["label"]), task=data["task"],
                    columns=[Column(**c) for c in data["columns"]], slice_by=list(data["slice_by"]),
                    missing_markers=list(data["missing_markers"]), baseline=float(data.get("baseline", 0.0)),
-                   num_classes=int(data.get("num_classes", 0)))
+                   num_classes=int(data.get("num_classes", 0)),
+                   sample_rows=[dict(row) for row in data.get("sample_rows", [])])
 
 
 def contract_of(custom_config: dict[str, Any] | None) -> DatasetContract:

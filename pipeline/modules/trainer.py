@@ -19,7 +19,7 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from pipeline.modules import callbacks, features, model, signatures
+from pipeline.modules import callbacks, features, model, signatures, warmup
 from pipeline.training import launcher, strategies
 
 # What every process of a training cluster runs (named, so that each imports it: see launcher.run_training).
@@ -118,6 +118,8 @@ def _export(keras_model: tf.keras.Model, tf_transform_output: tft.TFTransformOut
         tf.saved_model.save(keras_model, export_dir, signatures=signatures.make_signatures(
             keras_model, tf_transform_output, contract, class_names))
         signatures.rename_raw_inputs(export_dir, contract)
+        if chief:  # TF Serving replays these when it loads the version (--enable_model_warmup)
+            warmup.write_warmup_requests(export_dir, contract, tf_transform_output.raw_feature_spec())
     finally:
         if not chief:
             tf.io.gfile.rmtree(export_dir)
