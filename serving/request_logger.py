@@ -122,12 +122,25 @@ class Collector:
             batch = []
             while self._pending:
                 batch.append(self._pending.popleft())
-            if batch:
-                self._write(batch)
+            while batch:  # one write() per file: a batch that fills this file goes on in the next
+                n = self._records_for_this_file(batch)
+                self._write(batch[:n])
+                batch = batch[n:]
             if closing:
                 break
         if self._file is not None:
             self._file.close()
+
+    def _records_for_this_file(self, batch: list[tuple[str, bytes]]) -> int:
+        """How many of the batch's records go into the file _write writes next (at least one): as many as fit
+        in what that file has left of --request_log_file_bytes."""
+        full = self._file is None or self._written >= self._file_bytes
+        room = self._file_bytes - (0 if full else self._written)
+        count, size = 1, len(batch[0][1])
+        while count < len(batch) and size + len(batch[count][1]) <= room:
+            size += len(batch[count][1])
+            count += 1
+        return count
 
     def _write(self, batch: list[tuple[str, bytes]]) -> None:
         """Writes the records in one write() (the next file first when this one is full); a record the disk had
