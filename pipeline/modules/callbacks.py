@@ -134,6 +134,22 @@ class GatheredHistograms(tf.keras.callbacks.Callback):
             self._writer.close()
 
 
+class FreshValidation(tf.keras.callbacks.Callback):
+    """Validation on a fresh DTensorDataset each epoch (model_parallel, hybrid_parallel), its metrics put into the
+    epoch's logs as `val_*`, where History and the TensorBoard callback after this one read them as tf-keras's
+    own validation's. Seen with tf-keras 2.16: fit()'s validation keeps one DTensorDataset iterator across epochs
+    and, from the second epoch on, scored ~0.55 accuracy a model that scores 0.98 on the same split."""
+
+    def __init__(self, make_dataset: Callable[[], Any], steps: int):
+        super().__init__()
+        self._make_dataset, self._steps = make_dataset, steps
+
+    def on_epoch_end(self, epoch, logs=None):
+        results = self.model.evaluate(self._make_dataset(), steps=self._steps, verbose=0, return_dict=True)
+        if logs is not None:
+            logs.update({f"val_{k}": float(v) for k, v in results.items()})
+
+
 class Throughput(tf.keras.callbacks.Callback):
     """Wall time of every epoch, for the examples/s in the training summary."""
 
@@ -164,7 +180,8 @@ class TensorBoard(tf.keras.callbacks.TensorBoard):
 
 
 def callbacks(log_dir: str, vocabularies: dict[str, list[str]], hparams: dict[str, Any],
-               chief: bool, gather: Gather | None = None) -> list[tf.keras.callbacks.Callback]:
+               chief: bool, gather: Gather | None = None,
+               validation: FreshValidation | None = None) -> list[tf.keras.callbacks.Callback]:
     """TensorBoard: scalars per epoch and every `tensorboard_update_freq` steps (loss, accuracy,
     learning rate, steps/s), the Keras model and train-step graphs, weight and bias histograms
     every `histogram_freq` epochs, and the projector's embeddings with vocabulary labels.
@@ -173,6 +190,7 @@ def callbacks(log_dir: str, vocabularies: dict[str, list[str]], hparams: dict[st
     histograms = [GatheredHistograms(log_dir, gather, hparams["histogram_freq"])] if (
         gather is not None and hparams["histogram_freq"] and chief) else []
     return [
+        *([validation] if validation is not None else []),  # before TensorBoard, which writes its val_* logs
         LearningRateLogger(),  # before TensorBoard, which writes what this adds to the logs
         TensorBoard(
             log_dir=log_dir,

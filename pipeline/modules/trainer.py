@@ -174,11 +174,17 @@ def train_and_export(fn_args: tfx.components.FnArgs) -> dict[str, Any]:
     steps_per_epoch = max(1, fn_args.train_steps // hparams["epochs"])
     throughput = callbacks.Throughput()
     start = time.perf_counter()
+    validation = None
+    if mesh is not None:  # a fresh eval DTensorDataset per epoch (callbacks.FreshValidation says why)
+        validation = callbacks.FreshValidation(lambda: _train_and_eval_data(
+            fn_args, strategy, tf_transform_output, global_batch_size, hparams["random_seed"], mesh)[1],
+            fn_args.eval_steps)
     history = keras_model.fit(
         train_data, epochs=hparams["epochs"], steps_per_epoch=steps_per_epoch,
-        validation_data=eval_data, validation_steps=fn_args.eval_steps,
+        validation_data=None if mesh is not None else eval_data, validation_steps=fn_args.eval_steps,
         callbacks=[throughput, *callbacks.callbacks(fn_args.model_run_dir, vocabularies, hparams, chief,
-                                                    gather=dtensor_mesh.gather if mesh is not None else None)],
+                                                    gather=dtensor_mesh.gather if mesh is not None else None,
+                                                    validation=validation)],
         verbose=0)
     train_seconds = time.perf_counter() - start
 

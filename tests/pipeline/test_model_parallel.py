@@ -72,7 +72,7 @@ def test_model_parallel_splits_the_kernels_over_two_devices(model_parallel, pipe
     assert distribution["mesh"]["axes"] == {"batch": 1, "model": 2}
     summary = model_parallel.summaries()["chief-0"]
     assert summary["num_replicas_in_sync"] == 1 and summary["global_batch_size"] == 32
-    assert summary["history"]["accuracy"][-1] >= 0.9, summary["history"]
+    assert summary["history"]["val_accuracy"][-1] >= 0.9, summary["history"]
     assert fixtures.eval_accuracy(model_parallel.serving_model_dir, pipeline_run.pipeline_root) >= 0.9
 
 
