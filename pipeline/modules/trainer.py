@@ -28,12 +28,13 @@ TRAIN_FN = "pipeline.modules.trainer:train_and_export"
 
 
 def _input_fn(file_pattern: list[str], data_accessor: tfx.components.DataAccessor,
-              tf_transform_output: tft.TFTransformOutput, batch_size: int, seed: int | None) -> tf.data.Dataset:
+              tf_transform_output: tft.TFTransformOutput, batch_size: int, seed: int | None,
+              shuffle: bool = True) -> tf.data.Dataset:
     """Batches of (transformed features, label, weight), repeated indefinitely; a row without a label has weight 0
     (features.py)."""
     dataset = data_accessor.tf_dataset_factory(
         file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_XF,
-                                                     shuffle_seed=seed),
+                                                     shuffle=shuffle, shuffle_seed=seed),
         tf_transform_output.transformed_metadata.schema)
     return dataset.map(lambda x, label: ({k: v for k, v in x.items() if k != features.WEIGHT_KEY}, label,
                                          x[features.WEIGHT_KEY]))
@@ -71,7 +72,8 @@ def _train_and_eval_data(fn_args: tfx.components.FnArgs, strategy: tf.distribute
     """What model.fit gets for training and validation under `strategy` (or on a DTensor `mesh`)."""
     if mesh is not None:
         return tuple(dtensor_mesh.dataset(_input_fn(files, fn_args.data_accessor, tf_transform_output,
-                                                    global_batch_size, seed), mesh, global_batch_size, seed)
+                                                    global_batch_size, seed, shuffle=False),
+                                          mesh, global_batch_size, seed)
                      for files in (fn_args.train_files, fn_args.eval_files))
     if isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
         # TF's "Parameter server training with Keras": each worker builds its own input pipeline

@@ -110,6 +110,12 @@ def dataset(batched: tf.data.Dataset, mesh: dtensor.Mesh, global_batch_size: int
             shuffle_buffer: int = 4096) -> dtensor.DTensorDataset:
     """A batched (features, label, weight) dataset as a DTensorDataset: every element split along "batch"."""
     rows = batched.unbatch().shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+    # DTensorDataset reads the stream once per "batch" position and auto-shards each copy: by file (the default)
+    # a split held in one file leaves the second copy empty ("End of sequence"); by element, every copy must see
+    # the same order, hence the fixed shuffle above and no shuffling upstream (trainer.py).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    rows = rows.with_options(options)
     layouts = tf.nest.map_structure(
         lambda spec: dtensor.Layout.batch_sharded(mesh, BATCH, rank=spec.shape.rank + 1), rows.element_spec)
     return dtensor.DTensorDataset(rows, mesh=mesh, layouts=layouts, global_batch_size=global_batch_size,
