@@ -9,6 +9,7 @@ run_fn (tests/support/training.py) on the real Transform output:
 """
 import base64
 import hashlib
+import os
 import shutil
 
 import numpy as np
@@ -155,3 +156,18 @@ def test_a_mesh_with_too_few_devices_is_a_clear_error():
 def pipeline_run(tmp_path_factory):
     return fixtures.pipeline_run(tmp_path_factory)
 
+
+
+def test_model_parallel_tensorboard_logs(model_parallel):
+    """Scalars, the graph, validation and histograms of the gathered weights, as for the other strategies."""
+    from tensorboard.backend.event_processing import event_accumulator
+    tags = {}
+    for run in ("train", "validation"):
+        accumulator = event_accumulator.EventAccumulator(os.path.join(model_parallel.model_run_dir, run),
+                                                         size_guidance={"tensors": 0})
+        accumulator.Reload()
+        tags[run] = accumulator.Tags()
+    assert {"epoch_loss", "epoch_accuracy", "batch_loss", "dense_0/kernel_0", "dense_1/kernel_0",
+            "island_embedding/embeddings_0"} <= set(tags["train"]["tensors"])
+    assert tags["train"]["graph"]
+    assert {"epoch_loss", "epoch_accuracy"} <= set(tags["validation"]["tensors"])
