@@ -49,7 +49,7 @@ class Training:
         found = {}
         for path in glob.glob(os.path.join(self.model_run_dir, "training", "*.json")):
             name = os.path.basename(path)[:-len(".json")]
-            if name != "cluster":
+            if name not in ("cluster", "network"):  # the cluster's records, not tasks
                 with open(path) as f:
                     found[name] = json.load(f)
         return found
