@@ -44,7 +44,15 @@ CONFIGS = [  # (label, strategy, settings)
      {"workers": "1", "parameter_servers": "1"}),
     ("parameter_server, 2 workers + 1 PS", "parameter_server",
      {"workers": "2", "parameter_servers": "1"}),
+    ("model_parallel, 2 devices", "model_parallel", {"model_parallel_devices": "2"}),
+    ("hybrid_parallel, 2 x 2 devices", "hybrid_parallel",
+     {"data_parallel_replicas": "2", "model_parallel_devices": "2"}),
 ]
+# The wide model (--wide WIDTH): hidden layers WIDTH units wide, where splitting the kernels matters.
+WIDE = [("default", "default", {}), ("mirrored, 2 logical CPUs", "mirrored", {"cpu_replicas": "2"}),
+        ("model_parallel, 2 devices", "model_parallel", {"model_parallel_devices": "2"}),
+        ("hybrid_parallel, 2 x 2 devices", "hybrid_parallel",
+         {"data_parallel_replicas": "2", "model_parallel_devices": "2"})]
 CLUSTER = ("multi_worker_mirrored", "parameter_server")
 
 
@@ -78,7 +86,13 @@ def _train(pipeline_root: str, strategy: str, settings: dict[str, str], steps: i
     training = out / strategy / "model_run" / "training"
     chief = "worker-0" if strategy == "multi_worker_mirrored" else "chief-0"
     summary = json.loads((training / f"{chief}.json").read_text())
-    return {"examples_per_second": summary["steady_examples_per_second"],
+    distribution = json.loads((out / strategy / "model_run" / "distribution.json").read_text())
+    per_device = distribution["variable_bytes_per_device"]
+    return {"max_variable_bytes_per_device": max(per_device.values()),
+            "devices_holding_variables": len(per_device),
+            # One copy of the model: the parts of a variable tile it.
+            "total_variable_bytes": sum(p["bytes"] for v in distribution["variables"] for p in v["parts"]),
+            "examples_per_second": summary["steady_examples_per_second"],
             "all_epochs_examples_per_second": summary["examples_per_second"],
             "replicas_in_sync": summary["num_replicas_in_sync"], "workers": summary["workers"],
             "global_batch": summary["global_batch_size"], "steps": summary["steps"],
@@ -94,13 +108,20 @@ def main() -> None:
     parser.add_argument("--pipeline-root", help="an existing pipeline root with Transform outputs")
     parser.add_argument("--only", help="comma-separated strategies to measure")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--wide", type=int, default=0, metavar="WIDTH",
+                        help="measure only the wide model: default, mirrored, model_parallel, "
+                             "hybrid_parallel with hidden layers WIDTH wide (e.g. 2048)")
     args = parser.parse_args()
+    configs = CONFIGS
+    if args.wide:
+        configs = [(f"{label}, width {args.wide}", strategy, {**settings, "hidden_units": str(args.wide)})
+                   for label, strategy, settings in WIDE]
 
     with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
         workdir = Path(tmp)
         pipeline_root = args.pipeline_root or _pipeline(workdir)
         results = {}
-        for label, strategy, settings in CONFIGS:
+        for label, strategy, settings in configs:
             if args.only and strategy not in args.only.split(","):
                 continue
             runs = [_train(pipeline_root, strategy, settings, args.steps, args.epochs, workdir)
@@ -123,14 +144,21 @@ def main() -> None:
     print(f"\nTraining throughput, {os.cpu_count()} CPUs (load average now {load[0]:.1f}, "
           f"{load[2]:.1f} over 15 min), batch 32 per replica, {args.steps} steps in "
           f"{args.epochs} epochs, median of {args.repeats}")
-    header = (f"{'strategy':<36}{'replicas':>9}{'workers':>8}{'batch':>6}"
-              f"{'examples/s':>12}{'all epochs':>12}{'val acc':>9}")
+    header = (f"{'strategy':<44}{'replicas':>9}{'workers':>8}{'batch':>6}"
+              f"{'examples/s':>12}{'all epochs':>12}{'val acc':>9}{'var MB/device':>15}{'devices':>8}")
     print(header)
     print("-" * len(header))
     for label, r in results.items():
-        print(f"{label:<36}{r['replicas_in_sync']:>9.0f}{r['workers']:>8.0f}"
+        print(f"{label:<44}{r['replicas_in_sync']:>9.0f}{r['workers']:>8.0f}"
               f"{r['global_batch']:>6.0f}{r['examples_per_second']:>12.0f}"
-              f"{r['all_epochs_examples_per_second']:>12.0f}{r['val_accuracy']:>9.3f}")
+              f"{r['all_epochs_examples_per_second']:>12.0f}{r['val_accuracy']:>9.3f}"
+              f"{r['max_variable_bytes_per_device'] / 2**20:>15.3f}{r['devices_holding_variables']:>8.0f}")
+    reference = next((r for label, r in results.items() if r["strategy"] == "default"), None)
+    for label, r in results.items():
+        if reference and r["strategy"] in ("model_parallel", "hybrid_parallel"):
+            print(f"{label}: {r['max_variable_bytes_per_device'] / reference['max_variable_bytes_per_device']:.2f}x "
+                  "the variable bytes per device of default, "
+                  f"{r['examples_per_second'] / reference['examples_per_second']:.2f}x its examples/s")
     if ratio is not None:
         print(f"multi_worker_mirrored 2 workers / 1 worker: {ratio:.2f}x examples/s")
     if ps_ratio is not None:

@@ -24,7 +24,7 @@ from ml_metadata.proto import metadata_store_pb2
 ENV_PREFIX = "TFXSP_"
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "central_storage",
-              "parameter_server", "tpu")
+              "parameter_server", "tpu", "model_parallel", "hybrid_parallel")
 BEAM_RUNNERS = ("direct", "direct-multiprocess", "flink", "spark", "dataflow")
 # How a portable runner (flink, spark) starts the Python SDK workers; see beam_pipeline_args().
 BEAM_ENVIRONMENT_TYPES = ("DOCKER", "EXTERNAL", "PROCESS", "LOOPBACK")
@@ -94,6 +94,9 @@ class PipelineConfig:
     cpu_replicas: int = 2  # mirrored, central_storage on a machine without GPUs: logical CPUs
     workers: int = 2  # multi_worker_mirrored, parameter_server without TF_CONFIG: worker processes
     parameter_servers: int = 1  # parameter_server without TF_CONFIG: parameter server processes
+    # model_parallel, hybrid_parallel (a DTensor mesh of GPUs, else logical CPUs): the shards of each hidden kernel
+    model_parallel_devices: int = 2
+    data_parallel_replicas: int = 2  # hybrid_parallel: the mesh's batch axis (the batch is split this many ways)
     train_steps: int = 800
     eval_steps: int = 4
     epochs: int = 16
@@ -190,7 +193,8 @@ class PipelineConfig:
 
     def trainer_hparams(self) -> dict[str, Any]:
         """What run_fn receives as fn_args.custom_config."""
-        keys = ("strategy", "cpu_replicas", "workers", "parameter_servers", "epochs",
+        keys = ("strategy", "cpu_replicas", "workers", "parameter_servers", "model_parallel_devices",
+                "data_parallel_replicas", "epochs",
                 "batch_size", "learning_rate", "hidden_units", "embedding_dim", "random_seed",
                 "tensorboard_update_freq", "histogram_freq")
         return {key: getattr(self, key) for key in keys}
@@ -228,6 +232,7 @@ class PipelineConfig:
                 "parameter_server)")
         require(1 <= self.parameter_servers <= 8, "parameter_servers",
                 "must be between 1 and 8 (local parameter server processes)")
+        self._validate_mesh(require)
         require(self.kubeflow_backend in ("kfp", "vertex"), "kubeflow_backend",
                 "must be kfp (open-source Kubeflow Pipelines) or vertex (Vertex AI Pipelines)")
         require(self.beam_runner in BEAM_RUNNERS, "beam_runner",
@@ -269,6 +274,27 @@ class PipelineConfig:
                     and bool(urllib.parse.urlparse(self.kubeflow_pipeline_root).netloc),
                     "kubeflow_pipeline_root", "must be a gs://, s3:// or minio:// URI with a bucket")
         return self
+
+    def _validate_mesh(self, require) -> None:
+        """model_parallel / hybrid_parallel: a mesh that can exist here and a model that splits evenly over it."""
+        require(1 <= self.model_parallel_devices <= 64, "model_parallel_devices",
+                "must be between 1 and 64 (the shards of each hidden kernel, model_parallel/hybrid_parallel)")
+        require(1 <= self.data_parallel_replicas <= 64, "data_parallel_replicas",
+                "must be between 1 and 64 (the batch axis of the hybrid_parallel mesh)")
+        if self.strategy not in ("model_parallel", "hybrid_parallel"):
+            return
+        require(self.model_parallel_devices >= 2, "model_parallel_devices",
+                f"strategy={self.strategy} splits the kernels over at least 2 devices")
+        if self.strategy == "hybrid_parallel":
+            require(self.data_parallel_replicas >= 2, "data_parallel_replicas",
+                    "strategy=hybrid_parallel splits the batch at least 2 ways (with 1, use model_parallel)")
+        devices = self.model_parallel_devices * (
+            self.data_parallel_replicas if self.strategy == "hybrid_parallel" else 1)
+        require(devices <= 64, "data_parallel_replicas",
+                f"data_parallel_replicas x model_parallel_devices = {devices} devices; at most 64")
+        require(self.hidden_units % self.model_parallel_devices == 0, "hidden_units",
+                f"cannot be split over model_parallel_devices = {self.model_parallel_devices}: choose a width "
+                "divisible by it")
 
     def _validate_beam_runner(self, require) -> None:
         """The chosen runner's own settings, so a run never starts with a runner it cannot use."""

@@ -20,19 +20,21 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from pipeline.modules import callbacks, features, model, signatures, warmup
-from pipeline.training import launcher, strategies
+from pipeline.training import launcher, placement, strategies
+from pipeline.training import mesh as dtensor_mesh
 
 # What every process of a training cluster runs (named, so that each imports it: see launcher.run_training).
 TRAIN_FN = "pipeline.modules.trainer:train_and_export"
 
 
 def _input_fn(file_pattern: list[str], data_accessor: tfx.components.DataAccessor,
-              tf_transform_output: tft.TFTransformOutput, batch_size: int, seed: int | None) -> tf.data.Dataset:
+              tf_transform_output: tft.TFTransformOutput, batch_size: int, seed: int | None,
+              shuffle: bool = True) -> tf.data.Dataset:
     """Batches of (transformed features, label, weight), repeated indefinitely; a row without a label has weight 0
     (features.py)."""
     dataset = data_accessor.tf_dataset_factory(
         file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_XF,
-                                                     shuffle_seed=seed),
+                                                     shuffle=shuffle, shuffle_seed=seed),
         tf_transform_output.transformed_metadata.schema)
     return dataset.map(lambda x, label: ({k: v for k, v in x.items() if k != features.WEIGHT_KEY}, label,
                                          x[features.WEIGHT_KEY]))
@@ -66,8 +68,13 @@ def _label_moments(fn_args: tfx.components.FnArgs, tf_transform_output: tft.TFTr
 
 def _train_and_eval_data(fn_args: tfx.components.FnArgs, strategy: tf.distribute.Strategy,
                          tf_transform_output: tft.TFTransformOutput, global_batch_size: int,
-                         seed: int):
-    """What model.fit gets for training and validation under `strategy`."""
+                         seed: int, mesh: Any = None):
+    """What model.fit gets for training and validation under `strategy` (or on a DTensor `mesh`)."""
+    if mesh is not None:
+        return tuple(dtensor_mesh.dataset(_input_fn(files, fn_args.data_accessor, tf_transform_output,
+                                                    global_batch_size, seed, shuffle=False),
+                                          mesh, global_batch_size, seed)
+                     for files in (fn_args.train_files, fn_args.eval_files))
     if isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
         # TF's "Parameter server training with Keras": each worker builds its own input pipeline
         # from a dataset_fn. Workers step independently, so they shuffle independently (no seed):
@@ -131,6 +138,8 @@ def train_and_export(fn_args: tfx.components.FnArgs) -> dict[str, Any]:
     hparams = dict(fn_args.custom_config)
     # First, before any op runs: some strategies configure devices or collective ops.
     strategy = strategies.make_strategy(hparams)
+    mesh_shape = dtensor_mesh.shape_of(hparams)
+    mesh = dtensor_mesh.make_mesh(mesh_shape, strategies.mesh_devices(mesh_shape)) if mesh_shape else None
     tf.keras.utils.set_random_seed(hparams["random_seed"])
     chief = strategies.is_chief(strategy)
     task = strategies.task_name(strategy)
@@ -146,42 +155,88 @@ def train_and_export(fn_args: tfx.components.FnArgs) -> dict[str, Any]:
 
     # One step = one batch per replica in sync. With ParameterServerStrategy the replicas in sync are one worker's
     # devices: each step runs on whichever worker is free, `workers` at a time.
-    global_batch_size = hparams["batch_size"] * strategy.num_replicas_in_sync
+    # On a DTensor mesh the replicas are the batch axis: the model axis's devices share one replica's batch.
+    replicas = mesh_shape.batch if mesh_shape else strategy.num_replicas_in_sync
+    global_batch_size = hparams["batch_size"] * replicas
     logging.info("Training (%s) with %s: %d replica(s) in sync, %d worker(s), %d parameter server(s), global batch "
-                 "%d", task, type(strategy).__name__, strategy.num_replicas_in_sync, strategies.num_workers(strategy),
-                 strategies.num_parameter_servers(strategy), global_batch_size)
+                 "%d%s", task, type(strategy).__name__, replicas, strategies.num_workers(strategy),
+                 strategies.num_parameter_servers(strategy), global_batch_size,
+                 f", on a DTensor mesh {mesh_shape}" if mesh_shape else "")
     if isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
         # Keras would create it in fit(); it is one per strategy, so fit() reuses this one.
         tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
     train_data, eval_data = _train_and_eval_data(fn_args, strategy, tf_transform_output, global_batch_size,
-                                                 hparams["random_seed"])
-    with strategy.scope():
-        keras_model = model.build_model(contract, buckets, len(class_names), hparams, label_moments)
+                                                 hparams["random_seed"], mesh)
+    if mesh is not None:
+        dtensor_mesh.check_divisible(hparams, mesh_shape)
+        scope = dtensor_mesh.layout_map(mesh, model.embedding_widths(contract, buckets, hparams)).scope()
+    else:
+        scope = strategy.scope()
+    with scope:
+        keras_model = model.build_model(contract, buckets, len(class_names), hparams, label_moments, mesh=mesh)
 
     steps_per_epoch = max(1, fn_args.train_steps // hparams["epochs"])
     throughput = callbacks.Throughput()
     start = time.perf_counter()
+    validation = None
+    if mesh is not None:  # a fresh eval DTensorDataset per epoch (callbacks.FreshValidation says why)
+        validation = callbacks.FreshValidation(lambda: _train_and_eval_data(
+            fn_args, strategy, tf_transform_output, global_batch_size, hparams["random_seed"], mesh)[1],
+            fn_args.eval_steps)
     history = keras_model.fit(
         train_data, epochs=hparams["epochs"], steps_per_epoch=steps_per_epoch,
-        validation_data=eval_data, validation_steps=fn_args.eval_steps,
-        callbacks=[throughput, *callbacks.callbacks(fn_args.model_run_dir, vocabularies, hparams, chief)],
+        validation_data=None if mesh is not None else eval_data, validation_steps=fn_args.eval_steps,
+        callbacks=[throughput, *callbacks.callbacks(fn_args.model_run_dir, vocabularies, hparams, chief,
+                                                    gather=dtensor_mesh.gather if mesh is not None else None,
+                                                    validation=validation)],
         verbose=0)
     train_seconds = time.perf_counter() - start
 
-    _export(keras_model, tf_transform_output, contract, class_names, fn_args.serving_model_dir, chief)
-    summary = _summary(strategy, keras_model, hparams, history, throughput, train_seconds, steps_per_epoch)
-    _write_summary(fn_args.model_run_dir, summary, keras_model.get_weights())
+    if mesh is not None:
+        # The export is an ordinary model (no DTensor) holding the gathered weights: served like any other.
+        weights = dtensor_mesh.gather_weights(keras_model)
+        export_model = model.build_model(contract, buckets, len(class_names), hparams, label_moments)
+        export_model.set_weights(weights)
+    else:
+        export_model, weights = keras_model, keras_model.get_weights()
+    distribution = _distribution(hparams, strategy, keras_model, mesh, global_batch_size, train_data)
+    if chief:
+        _write_json(os.path.join(fn_args.model_run_dir, "distribution.json"), distribution)
+    _export(export_model, tf_transform_output, contract, class_names, fn_args.serving_model_dir, chief)
+    summary = _summary(strategy, keras_model, hparams, history, throughput, train_seconds, steps_per_epoch,
+                       replicas, weights, distribution)
+    _write_summary(fn_args.model_run_dir, summary, weights)
     logging.info("Trained (%s): %d steps, %.0f examples/s, final %s", task, summary["steps"],
                  summary["examples_per_second"], {k: round(v[-1], 4) for k, v in summary["history"].items()})
     return summary
 
 
+def _distribution(hparams: dict[str, Any], strategy: tf.distribute.Strategy, keras_model: tf.keras.Model,
+                  mesh: Any, global_batch_size: int, train_data: Any) -> dict[str, Any]:
+    """distribution.json: where every trainable variable's parts live, and how a global batch is split."""
+    batch = {"global": global_batch_size, "per_replica": hparams["batch_size"],
+             "replicas": global_batch_size // hparams["batch_size"]}
+    if mesh is not None:
+        batch["inputs"] = placement.batch_split(next(iter(train_data)))  # one batch, as the mesh holds it
+    return placement.describe(
+        hparams["strategy"], strategy, keras_model.trainable_variables, strategies.cluster_spec(strategy),
+        [d for d in mesh.local_devices()] if mesh is not None else _replica_devices(strategy), mesh, batch)
+
+
+def _write_json(path: str, record: dict[str, Any]) -> None:
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(record, f, indent=1)
+
+
 def _summary(strategy: tf.distribute.Strategy, keras_model: tf.keras.Model, hparams: dict[str, Any],
              history: tf.keras.callbacks.History, throughput: callbacks.Throughput, train_seconds: float,
-             steps_per_epoch: int) -> dict[str, Any]:
+             steps_per_epoch: int, replicas: int, weights: list[np.ndarray],
+             distribution: dict[str, Any]) -> dict[str, Any]:
     """What this task did: its place in the cluster, where the variables live, steps, examples/s, the history."""
     epochs = hparams["epochs"]
-    global_batch_size = hparams["batch_size"] * strategy.num_replicas_in_sync
+    global_batch_size = hparams["batch_size"] * replicas
+    mesh = distribution.get("mesh")
     examples_per_epoch = steps_per_epoch * global_batch_size
     later = throughput.epoch_seconds[1:]  # the first epoch includes tracing and cluster set-up
     return {
@@ -191,13 +246,17 @@ def _summary(strategy: tf.distribute.Strategy, keras_model: tf.keras.Model, hpar
         "strategy": hparams["strategy"],
         "strategy_class": type(strategy).__name__,
         "keras": tf.keras.__name__,
-        "num_replicas_in_sync": strategy.num_replicas_in_sync,
+        "num_replicas_in_sync": replicas,
         "workers": strategies.num_workers(strategy),
         "parameter_servers": strategies.num_parameter_servers(strategy),
-        "replica_devices": _replica_devices(strategy),
-        "variable_devices": sorted({v.device for v in keras_model.trainable_variables}),
-        # Copies of each variable kept in sync: one per replica (mirrored), else one.
-        "variable_copies": len(strategy.experimental_local_results(keras_model.trainable_variables[0])),
+        "replica_devices": mesh["devices"] if mesh else _replica_devices(strategy),
+        "mesh": mesh,
+        "variable_devices": (sorted(mesh["devices"]) if mesh else
+                             sorted({v.device for v in keras_model.trainable_variables})),
+        # Copies of each variable kept in sync: one per replica (mirrored), else one. On a mesh, the first
+        # variable (an embedding or kernel) may be split: its parts are in distribution.json.
+        "variable_copies": (distribution["variables"][0]["copies"] if mesh else
+                            len(strategy.experimental_local_results(keras_model.trainable_variables[0]))),
         "batch_size_per_replica": hparams["batch_size"],
         "global_batch_size": global_batch_size,
         "epochs": epochs,
@@ -208,7 +267,7 @@ def _summary(strategy: tf.distribute.Strategy, keras_model: tf.keras.Model, hpar
         "examples_per_second": examples_per_epoch * epochs / train_seconds,
         "steady_examples_per_second": examples_per_epoch * len(later) / sum(later) if later else None,
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},
-        "weights_sha256": _weights_fingerprint(keras_model.get_weights()),
+        "weights_sha256": _weights_fingerprint(weights),
     }
 
 

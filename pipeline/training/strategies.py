@@ -10,6 +10,10 @@
   parameter_server       asynchronous workers; the        connection to the cluster
                          variables on the PSs
   tpu                    TPU cores (TPUClusterResolver)   TPU system
+  model_parallel         a 1 x M DTensor mesh: kernels    B*M logical CPU devices
+                         split over M devices (mesh.py)
+  hybrid_parallel        a B x M mesh: batch split B      the same
+                         ways, kernels M ways
 
 Which processes exist is pipeline/training/launcher.py's business; this module only builds the
 strategy inside the process that trains. What the last column sets up must happen before the TensorFlow
@@ -21,10 +25,10 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.python.eager import context
 
-from pipeline.training import tf_config
+from pipeline.training import mesh, tf_config
 
 NAMES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "central_storage",
-         "parameter_server", "tpu")
+         "parameter_server", "tpu", *mesh.NAMES)
 CLUSTER_STRATEGIES = ("multi_worker_mirrored", "parameter_server")
 
 # Set by pipeline/training/launcher.py for its local clusters: how long the workers of
@@ -49,9 +53,14 @@ def _gpus() -> list[Any]:
     return tf.config.list_physical_devices("GPU")
 
 
-def _wants_logical_cpus(hparams: dict[str, Any]) -> bool:
-    return (hparams["strategy"] in ("mirrored", "central_storage")
-            and int(hparams.get("cpu_replicas", 1)) > 1 and not _gpus())
+def _logical_cpus(hparams: dict[str, Any]) -> int:
+    """How many logical CPU devices the configured strategy splits the CPU into (1: none)."""
+    if _gpus():
+        return 1
+    if hparams["strategy"] in ("mirrored", "central_storage"):
+        return int(hparams.get("cpu_replicas", 1))
+    shape = mesh.shape_of(hparams)
+    return shape.devices if shape else 1
 
 
 def needs_fresh_process(hparams: dict[str, Any]) -> str | None:
@@ -63,11 +72,12 @@ def needs_fresh_process(hparams: dict[str, Any]) -> str | None:
     name = hparams["strategy"]
     if not runtime_initialized():
         return None
-    if _wants_logical_cpus(hparams):
+    wanted = _logical_cpus(hparams)
+    if wanted > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         configured = tf.config.get_logical_device_configuration(cpu) or []
-        if len(configured) != int(hparams["cpu_replicas"]):
-            return (f"{name} needs {hparams['cpu_replicas']} logical CPU devices, and this "
+        if len(configured) != wanted:
+            return (f"{name} needs {wanted} logical CPU devices, and this "
                     "process's TensorFlow runtime is already running")
     if name in CLUSTER_STRATEGIES:
         return f"{name} must configure collective ops or a cluster before TensorFlow starts"
@@ -98,6 +108,18 @@ def replica_devices(hparams: dict[str, Any]) -> list[str]:
     if gpus:
         return [d.name for d in gpus]
     return configure_cpu_replicas(int(hparams.get("cpu_replicas", 1)))
+
+
+def mesh_devices(shape: mesh.MeshShape) -> list[str]:
+    """The devices of a model_parallel / hybrid_parallel mesh: the first B*M GPUs, else B*M logical CPUs."""
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")] if _gpus() else []
+    if gpus:
+        if len(gpus) < shape.devices:
+            raise mesh.MeshError(
+                f"a {shape.batch} x {shape.model} mesh needs {shape.devices} GPUs and this machine has "
+                f"{len(gpus)}: lower data_parallel_replicas or model_parallel_devices")
+        return gpus[:shape.devices]
+    return configure_cpu_replicas(shape.devices)
 
 
 def _tpu_strategy() -> tf.distribute.Strategy:
@@ -147,7 +169,7 @@ def make_strategy(hparams: dict[str, Any]) -> tf.distribute.Strategy:
     (TFJob, Vertex AI) or pipeline/training/launcher.py has set.
     """
     name = hparams["strategy"]
-    if name == "default":
+    if name == "default" or name in mesh.NAMES:  # DTensor: the mesh, not a tf.distribute strategy, distributes
         return tf.distribute.get_strategy()
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if _gpus() else "/cpu:0")
@@ -179,7 +201,7 @@ def make_strategy(hparams: dict[str, Any]) -> tf.distribute.Strategy:
     raise ValueError(f"strategy {name!r} is not supported by this Trainer; one of {NAMES}")
 
 
-def _cluster_spec(strategy: tf.distribute.Strategy) -> dict[str, list[str]]:
+def cluster_spec(strategy: tf.distribute.Strategy) -> dict[str, list[str]]:
     # ParameterServerStrategy keeps its resolver without exposing it as `cluster_resolver`.
     resolver = (getattr(strategy, "cluster_resolver", None)
                 or getattr(strategy, "_cluster_resolver", None))
@@ -188,21 +210,21 @@ def _cluster_spec(strategy: tf.distribute.Strategy) -> dict[str, list[str]]:
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
     """Worker processes taking part in training (1 without a cluster)."""
-    spec = _cluster_spec(strategy)
+    spec = cluster_spec(strategy)
     if isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
         return len(spec.get("worker", []))
     return max(1, len(spec.get("worker", [])) + len(spec.get("chief", [])))
 
 
 def num_parameter_servers(strategy: tf.distribute.Strategy) -> int:
-    return len(_cluster_spec(strategy).get("ps", []))
+    return len(cluster_spec(strategy).get("ps", []))
 
 
 def task_name(strategy: tf.distribute.Strategy) -> str:
     """'worker-1', 'chief-0', ...: this process's task in the cluster ('chief-0' without one)."""
     resolver = (getattr(strategy, "cluster_resolver", None)
                 or getattr(strategy, "_cluster_resolver", None))
-    if resolver is None or not _cluster_spec(strategy) or resolver.task_type is None:
+    if resolver is None or not cluster_spec(strategy) or resolver.task_type is None:
         return "chief-0"
     return f"{resolver.task_type}-{resolver.task_id or 0}"
 

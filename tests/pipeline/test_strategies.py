@@ -52,6 +52,21 @@ def _only_chief(training):
     return summaries["chief-0"]
 
 
+def _kernel_holders(training):
+    """distribution.json: {kernel name: [(devices holding each part, part shape)]}, checking each kernel is whole
+    in every part (these strategies copy variables, they do not split them)."""
+    distribution = training.distribution()
+    assert distribution["strategy"] == training.strategy
+    kernels = {}
+    for variable in distribution["variables"]:
+        if "kernel" in variable["name"]:
+            assert variable["split"] == [None, None], variable
+            kernels[variable["name"]] = [(part["devices"], part["shape"]) for part in variable["parts"]]
+            assert all(shape == variable["shape"] for _, shape in kernels[variable["name"]])
+    assert len(kernels) == 3, kernels.keys()  # dense_0, dense_1, logits
+    return kernels
+
+
 def _assert_trained_well(training, pipeline_root, summary):
     assert summary["keras"].startswith("tf_keras"), summary["keras"]
     assert summary["history"]["val_accuracy"][-1] >= 0.9, summary["history"]
@@ -74,6 +89,10 @@ def test_two_logical_cpus_are_two_replicas(strategy, single_process, pipeline_ru
     # mirrored keeps a copy of every variable per replica; central_storage one, on the CPU.
     assert summary["variable_copies"] == (2 if strategy == "mirrored" else 1)
     assert summary["variable_devices"] == ["/job:localhost/replica:0/task:0/device:CPU:0"]
+    cpus = [f"/job:localhost/replica:0/task:0/device:CPU:{i}" for i in range(2)]
+    for parts in _kernel_holders(training).values():
+        # mirrored: one whole copy on each replica's device; central_storage: one, on the CPU.
+        assert parts == [(cpus if strategy == "mirrored" else cpus[:1], parts[0][1])]
     _assert_trained_well(training, pipeline_run.pipeline_root, summary)
 
 
@@ -84,6 +103,8 @@ def test_single_device_strategies(strategy, class_name, single_process, pipeline
     summary = _only_chief(training)
     assert summary["strategy_class"] == class_name
     assert summary["num_replicas_in_sync"] == 1 and summary["global_batch_size"] == 32
+    for parts in _kernel_holders(training).values():
+        assert len(parts) == 1 and len(parts[0][0]) == 1  # one copy, on one device
     _assert_trained_well(training, pipeline_run.pipeline_root, summary)
 
 
@@ -109,6 +130,10 @@ def test_multi_worker_mirrored_two_worker_processes_end_identical(pipeline_run):
     cluster = training.cluster()
     assert [(p["name"], p.get("exit_code")) for p in cluster["processes"]] == [
         ("worker-0", None), ("worker-1", 0)], cluster
+    # distribution.json (the chief's): a whole copy of each kernel on each worker's CPU.
+    workers = [f"/job:worker/replica:0/task:{i}/device:CPU:0" for i in range(2)]
+    for parts in _kernel_holders(training).values():
+        assert parts == [(workers, parts[0][1])]
     # Only the chief exported, once, into the Model artifact.
     assert sorted(os.listdir(training.model_dir)) == ["Format-Serving"]
     _assert_trained_well(training, pipeline_run.pipeline_root, chief)
@@ -122,6 +147,8 @@ def test_parameter_server_two_workers_one_ps(parameter_server, pipeline_run):
     assert summary["num_replicas_in_sync"] == 1 and summary["global_batch_size"] == 32
     # The variables live on the parameter server, not with the coordinator.
     assert summary["variable_devices"] == ["/job:ps/replica:0/task:0/device:CPU:0"]
+    for parts in _kernel_holders(parameter_server).values():
+        assert parts == [(["/job:ps/replica:0/task:0/device:CPU:0"], parts[0][1])]
     cluster = parameter_server.cluster()
     processes = {p["name"]: p for p in cluster["processes"]}
     assert sorted(processes) == ["chief-0", "ps-0", "worker-0", "worker-1"], processes
@@ -235,7 +262,7 @@ def test_environment_is_restored_after_the_chief_trained(monkeypatch):
 @pytest.mark.parametrize("overrides, message", [
     ({"strategy": "horovod"}, "'strategy' = 'horovod': must be one of default, one_device, "
                               "mirrored, multi_worker_mirrored, central_storage, "
-                              "parameter_server, tpu"),
+                              "parameter_server, tpu, model_parallel, hybrid_parallel"),
     ({"cpu_replicas": "0"}, "'cpu_replicas' = 0: must be between 1 and 64"),
     ({"workers": "0"}, "'workers' = 0: must be between 1 and 32"),
     ({"parameter_servers": "9"}, "'parameter_servers' = 9: must be between 1 and 8"),

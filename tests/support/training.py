@@ -54,6 +54,11 @@ class Training:
                     found[name] = json.load(f)
         return found
 
+    def distribution(self) -> dict:
+        """<model_run_dir>/distribution.json: where every trainable variable's parts live."""
+        with open(os.path.join(self.model_run_dir, "distribution.json")) as f:
+            return json.load(f)
+
     def cluster(self) -> dict | None:
         path = os.path.join(self.model_run_dir, "training", "cluster.json")
         if not os.path.exists(path):
