@@ -101,7 +101,8 @@ class SharedStore:
         self.second.start("first")
         lock_root = self.first.config.pipeline_root
         deadline = time.monotonic() + 600
-        while not run_lock.lock_state(lock_root).held and time.monotonic() < deadline:
+        running = self.first._started["first"]
+        while not run_lock.lock_state(lock_root).held and running.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
         # The same pipeline again while it runs: the run lock refuses it before anything runs.
         self.refused = run_tfxsp(["run", *self.first.base_args], cwd=self.first.root, env=self.first.env,

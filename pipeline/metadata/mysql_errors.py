@@ -51,6 +51,16 @@ def probe_server(config: mlmd.MySQLDatabaseConfig) -> str | None:
     return f"the program listening at {address} is not a MySQL or MariaDB server (it did not greet as one)"
 
 
+def check_reachable(config: mlmd.MySQLDatabaseConfig, where: str) -> str | None:
+    """The paragraph when no MySQL server greets at the address, else None. Asked before ML Metadata connects:
+    its client waits without a timeout on a program that accepts the connection and never answers."""
+    found = probe_server(config)
+    if found is None:
+        return None
+    return (f"Cannot reach the metadata store at {where}: {found}. Start the server (make metadata-server starts a "
+            "private one), or correct the host and port of metadata_url.")
+
+
 def explain(config: mlmd.MySQLDatabaseConfig, where: str, error: BaseException) -> str:
     """The paragraph for an error ML Metadata raised opening the MySQL store at `where` (a redacted URL)."""
     text = str(error)
@@ -66,10 +76,9 @@ def explain(config: mlmd.MySQLDatabaseConfig, where: str, error: BaseException) 
                 "version: upgrade it deliberately (MetadataStore(config, enable_upgrade_migration=True), after a "
                 "backup), or point metadata_url at another database.")
     if "mysql_real_connect failed" in text:
-        found = probe_server(config)
-        if found is not None:
-            return (f"Cannot reach the metadata store at {where}: {found}. Start the server (make metadata-server "
-                    "starts a private one), or correct the host and port of metadata_url.")
+        unreachable = check_reachable(config, where)
+        if unreachable is not None:
+            return unreachable
         return (f"The MySQL server at {server_address(config)} refused user '{config.user}' for {where}: a wrong "
                 "password, or a user it does not know (the server does not say which). The password comes from "
                 "metadata_url, its ?password_file=, or $TFXSP_METADATA_PASSWORD / $TFXSP_METADATA_PASSWORD_FILE.")

@@ -64,6 +64,9 @@ def open_store(connection: MetadataConnection) -> metadata_store.MetadataStore:
         config.CopyFrom(connection)
         if config.HasField("mysql"):
             config.mysql.skip_db_creation = True
+            unreachable = mysql_errors.check_reachable(config.mysql, where)
+            if unreachable:
+                raise MetadataError(unreachable)
         elif config.HasField("sqlite") or not config.HasField("fake_database"):
             _check_sqlite_file(config.sqlite.filename_uri)
             config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READONLY
@@ -96,6 +99,9 @@ def check_writable_store(connection: MetadataConnection) -> None:
     config = mlmd.ConnectionConfig()
     config.CopyFrom(connection)
     config.mysql.skip_db_creation = True  # a missing database is a mistake in the URL, not one to create
+    unreachable = mysql_errors.check_reachable(config.mysql, describe_connection(config))
+    if unreachable:
+        raise MetadataError(unreachable)
     try:
         with _native_stderr_muted():
             metadata_store.MetadataStore(config).get_context_types()
