@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 
 from ml_metadata import metadata_store
@@ -20,6 +21,7 @@ from pipeline.config import MetadataConnection
 from pipeline.metadata import mysql_errors
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+_INIT_RETRIES = 20  # half a second apart (see check_writable_store)
 
 
 class MetadataError(Exception):
@@ -102,11 +104,18 @@ def check_writable_store(connection: MetadataConnection) -> None:
     unreachable = mysql_errors.check_reachable(config.mysql, describe_connection(config))
     if unreachable:
         raise MetadataError(unreachable)
-    try:
-        with _native_stderr_muted():
-            metadata_store.MetadataStore(config).get_context_types()
-    except Exception as e:  # RuntimeError from MLMD's C++ layer
-        raise MetadataError(mysql_errors.explain(config.mysql, describe_connection(config), e)) from None
+    for attempt in range(_INIT_RETRIES):
+        try:
+            with _native_stderr_muted():
+                metadata_store.MetadataStore(config).get_context_types()
+            return
+        except Exception as e:  # RuntimeError from MLMD's C++ layer
+            # Two runs starting at once on an empty database: one creates ML Metadata's tables while the other
+            # finds them without their version row yet; ML Metadata asks to retry.
+            if "concurrent connection" in str(e) and attempt + 1 < _INIT_RETRIES:
+                time.sleep(0.5)
+                continue
+            raise MetadataError(mysql_errors.explain(config.mysql, describe_connection(config), e)) from None
 
 
 @contextlib.contextmanager
