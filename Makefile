@@ -25,7 +25,7 @@ IMAGE ?= tfx-serving-pipeline:$(shell git describe --always --dirty 2>/dev/null 
 KFP_HOST ?=
 KFP_ARGS ?=
 
-.PHONY: help venv lint run-local serve test tensorboard bench bench-pipeline bench-serving bench-train bench-beam bench-lineage bench-quality clean image kubeflow-compile kubeflow-submit
+.PHONY: help venv lint run-local serve test tensorboard bench bench-pipeline bench-serving bench-train bench-beam bench-lineage bench-quality clean image kubeflow-compile kubeflow-submit metadata-server
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ run-local: $(STAMP) ## Run the whole pipeline locally (LocalDagRunner), CSV to p
 
 serve: $(STAMP) ## Serve the model base path in the foreground (Ctrl-C stops)
 	$(TFXSP) serve $(ARGS)
+
+metadata-server: $(STAMP) ## A private MariaDB server for ML Metadata (prints the metadata_url; Ctrl-C removes it)
+	$(PY) -m tools.metadata_server serve $(ARGS)
 
 lint: $(STAMP) ## Lint the project with ruff (ruff.toml)
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,11 @@
 
     .venv/bin/python benchmarks/lineage_bench.py [--runs 200] [--change-every 10]
         [--template path/to/metadata.db] [--repeats 5] [--keep DIR] [--out results.json]
+        [--stores sqlite,mariadb]
+
+Each store of `--stores` gets the same replayed runs and the same measurements, printed side by side: SQLite
+(the default store, a file) and MariaDB (a private server started here, tools/metadata_server.py; Debian's
+mariadb-server must be installed), the shared store of a team.
 
 The store is built by replaying one real pipeline run: the first run of `--template` (by default
 this script makes one with `tfxsp run --set serving_validation=false` in a scratch folder, about a
@@ -43,7 +48,7 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.metadata import artifacts, executions, lineage, models  # noqa: E402
 from pipeline.metadata import runs as runs_api  # noqa: E402
 from pipeline.metadata.properties import event_keys  # noqa: E402
-from pipeline.metadata.store import open_store  # noqa: E402
+from pipeline.metadata.store import describe_connection, open_store  # noqa: E402
 
 TFXSP = str(Path(sys.executable).with_name("tfxsp"))
 # Nodes that run again in every run although the data did not change: the Resolver finds a newer
@@ -84,12 +89,9 @@ class Template:
 class Replayer:
     """Writes runs shaped like the template's into a new store."""
 
-    def __init__(self, template: Template, path: str, serving_dir: str):
+    def __init__(self, template: Template, connection: mlmd.ConnectionConfig, serving_dir: str):
         self.t, self.serving_dir = template, serving_dir
-        config = mlmd.ConnectionConfig()
-        config.sqlite.filename_uri = path
-        config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-        self.store = s = metadata_store.MetadataStore(config)
+        self.store = s = metadata_store.MetadataStore(connection)
 
         def strip(t):  # the type as the template has it, without the template's id
             copy = type(t)()
@@ -217,12 +219,12 @@ class Replayer:
         return artifact
 
 
-def build_store(template_path: str, root: Path, runs: int, change_every: int) -> tuple:
+def build_store(template_path: str, root: Path, runs: int, change_every: int, metadata_url: str = "") -> tuple:
     template = Template(template_path)
-    config = load_config({"tfx_root": str(root / "runs"),
+    config = load_config({"tfx_root": str(root / "runs"), "metadata_url": metadata_url,
                           "pipeline_name": template.pipeline_name}, environ={})
     os.makedirs(config.pipeline_root, exist_ok=True)
-    replay = Replayer(template, config.metadata_path, config.serving_model_dir)
+    replay = Replayer(template, config.metadata_connection_config(), config.serving_model_dir)
     for index in range(runs):
         replay.add_run(index, changed=index % change_every == 0)
     for version in range(replay.version - 2, replay.version + 1):  # the newest three versions
@@ -298,83 +300,119 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--keep", help="build the store in this folder and keep it")
     parser.add_argument("--out", help="also write the results here as JSON")
+    parser.add_argument("--stores", default="sqlite,mariadb", help="comma-separated: sqlite, mariadb")
     args = parser.parse_args()
+    stores = [name.strip() for name in args.stores.split(",") if name.strip()]
+    unknown = set(stores) - {"sqlite", "mariadb"}
+    if unknown or not stores:
+        sys.exit(f"--stores: sqlite and/or mariadb, not {', '.join(sorted(unknown)) or 'nothing'}")
 
     workdir = Path(args.keep or tempfile.mkdtemp(prefix="lineage_bench_"))
     workdir.mkdir(parents=True, exist_ok=True)
+    server = None
     try:
         template_path = args.template or make_template(workdir / "template")
-        start = time.perf_counter()
-        config, template = build_store(template_path, workdir / "store", args.runs,
-                                       args.change_every)
-        build_s = time.perf_counter() - start
-        store = open_store(config.metadata_connection_config())
-        executions = store.get_executions()
-        counts = {"runs": len(runs_api.pipeline_runs(store, config.pipeline_name)),
-                  "executions": len(executions), "artifacts": len(store.get_artifacts()),
-                  "events": len(store.get_events_by_execution_ids([e.id for e in executions]))}
-        print(f"Store: {config.metadata_path}\n  {counts['runs']} runs, {counts['executions']} "
-              f"executions, {counts['artifacts']} artifacts, {counts['events']} events "
-              f"(replayed from {template_path} in {build_s:.1f} s; "
-              f"{len(template.nodes)} nodes per run)")
-
-        def served_trace(s=store):
-            artifact, label = lineage.resolve_target(s, "served", config.serving_model_dir)
-            return lineage.trace(s, artifact.id, description=label)
-        trace = served_trace()
-        queries = {
-            "runs list (newest 20)": lambda s: runs_api.list_runs(s, config.pipeline_name, 20),
-            "runs list (all runs)": lambda s: runs_api.list_runs(s, config.pipeline_name),
-            "lineage served": served_trace,
-            "models": lambda s: models.list_models(s, config.serving_model_dir),
-            "artifacts --type Model": lambda s: artifacts.list_artifacts(s, "Model", None),
-            "unbatched runs list (all, before)": lambda s: unbatched_runs_list(
-                s, config.pipeline_name),
-        }
-        in_process = {}
-        for name, query in queries.items():
-            counting = CountingStore(store)
-            query(counting)
-            in_process[name] = {**_times_ms(lambda q=query: q(store), args.repeats),
-                                "mlmd_calls": counting.calls}
-        base = ["--set", f"tfx_root={workdir / 'store' / 'runs'}",
-                "--set", f"pipeline_name={config.pipeline_name}"]
-        commands = {
-            "tfxsp --help (process floor)": ["--help"],
-            "tfxsp runs list": ["runs", "list", *base],
-            "tfxsp runs list --limit 0": ["runs", "list", "--limit", "0", *base],
-            "tfxsp runs list --limit 0 --format json": ["runs", "list", "--limit", "0",
-                                                        "--format", "json", *base],
-            "tfxsp lineage served": ["lineage", "served", *base],
-            "tfxsp lineage served --format json": ["lineage", "served", "--format", "json",
-                                                   *base],
-            "tfxsp lineage served --format html": ["lineage", "served", "--format", "html",
-                                                   "--output", str(workdir / "served.html"),
-                                                   *base],
-            "tfxsp models": ["models", *base],
-        }
-        cli = {name: _cli_ms(cmd, workdir, args.repeats) for name, cmd in commands.items()}
-        load = os.getloadavg()[0]
-
-        print(f"\nIn process, {args.repeats} times (load average {load:.1f} on "
-              f"{os.cpu_count()} CPUs):{'median':>13s} {'fastest':>9s}")
-        for name, result in in_process.items():
-            print(f"  {name:38s} {result['median_ms']:9.1f} ms {result['min_ms']:7.1f} ms "
-                  f"{result['mlmd_calls']:6d} MLMD calls")
-        print(f"  (the served trace: {len(trace.nodes)} nodes, {len(trace.edges)} edges)")
-        print(f"\nCommands, a new process each, {args.repeats} times:{'median':>21s} "
-              f"{'fastest':>9s}")
-        for name, result in cli.items():
-            print(f"  {name:46s} {result['median_ms']:9.1f} ms {result['min_ms']:7.1f} ms")
-        results = {"store": counts, "build_s": round(build_s, 1), "repeats": args.repeats,
-                   "load_average": round(load, 2), "cpus": os.cpu_count(),
-                   "in_process": in_process, "cli_ms": cli,
-                   "trace": {"nodes": len(trace.nodes), "edges": len(trace.edges)}}
+        results = {}
+        for name in stores:
+            url = ""
+            if name == "mariadb":
+                from tools.metadata_server import MetadataServer
+                server = MetadataServer().start()
+                server.create_database("bench")  # the password from its file, not on command lines
+                url = f"{server.url('bench', with_password=False)}?password_file={server.password_file}"
+            print(f"\n=== {name} ===")
+            results[name] = measure(template_path, workdir / name, url, args)
+        if len(results) > 1:
+            _side_by_side(results)
         if args.out:
             Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     finally:
+        if server is not None:
+            server.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _side_by_side(results: dict) -> None:
+    names = list(results)
+    print(f"\nSide by side (median ms; {', '.join(names)}):")
+    print(f"  {'':46s}" + "".join(f"{n:>12s}" for n in names))
+    for section in ("in_process", "cli_ms"):
+        for query in results[names[0]][section]:
+            print(f"  {query:46s}" + "".join(f"{results[n][section][query]['median_ms']:12.1f}" for n in names))
+    print(f"  {'build the store (s)':46s}" + "".join(f"{results[n]['build_s']:12.1f}" for n in names))
+
+
+def measure(template_path: str, workdir: Path, metadata_url: str, args) -> dict:
+    """Builds the store (SQLite when metadata_url is empty) and times the queries and commands on it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    config, template = build_store(template_path, workdir / "store", args.runs,
+                                   args.change_every, metadata_url)
+    build_s = time.perf_counter() - start
+    store = open_store(config.metadata_connection_config())
+    executions = store.get_executions()
+    counts = {"runs": len(runs_api.pipeline_runs(store, config.pipeline_name)),
+              "executions": len(executions), "artifacts": len(store.get_artifacts()),
+              "events": len(store.get_events_by_execution_ids([e.id for e in executions]))}
+    print(f"Store: {describe_connection(config.metadata_connection_config())}\n  {counts['runs']} runs, "
+          f"{counts['executions']} executions, {counts['artifacts']} artifacts, {counts['events']} events "
+          f"(replayed from {template_path} in {build_s:.1f} s; "
+          f"{len(template.nodes)} nodes per run)")
+
+    def served_trace(s=store):
+        artifact, label = lineage.resolve_target(s, "served", config.serving_model_dir)
+        return lineage.trace(s, artifact.id, description=label)
+    trace = served_trace()
+    queries = {
+        "runs list (newest 20)": lambda s: runs_api.list_runs(s, config.pipeline_name, 20),
+        "runs list (all runs)": lambda s: runs_api.list_runs(s, config.pipeline_name),
+        "lineage served": served_trace,
+        "models": lambda s: models.list_models(s, config.serving_model_dir),
+        "artifacts --type Model": lambda s: artifacts.list_artifacts(s, "Model", None),
+        "unbatched runs list (all, before)": lambda s: unbatched_runs_list(
+            s, config.pipeline_name),
+    }
+    in_process = {}
+    for name, query in queries.items():
+        counting = CountingStore(store)
+        query(counting)
+        in_process[name] = {**_times_ms(lambda q=query: q(store), args.repeats),
+                            "mlmd_calls": counting.calls}
+    base = ["--set", f"tfx_root={workdir / 'store' / 'runs'}",
+            "--set", f"pipeline_name={config.pipeline_name}"] + \
+        (["--set", f"metadata_url={metadata_url}"] if metadata_url else [])
+    commands = {
+        "tfxsp --help (process floor)": ["--help"],
+        "tfxsp runs list": ["runs", "list", *base],
+        "tfxsp runs list --limit 0": ["runs", "list", "--limit", "0", *base],
+        "tfxsp runs list --limit 0 --format json": ["runs", "list", "--limit", "0",
+                                                    "--format", "json", *base],
+        "tfxsp lineage served": ["lineage", "served", *base],
+        "tfxsp lineage served --format json": ["lineage", "served", "--format", "json",
+                                               *base],
+        "tfxsp lineage served --format html": ["lineage", "served", "--format", "html",
+                                               "--output", str(workdir / "served.html"),
+                                               *base],
+        "tfxsp models": ["models", *base],
+    }
+    cli = {name: _cli_ms(cmd, workdir, args.repeats) for name, cmd in commands.items()}
+    load = os.getloadavg()[0]
+
+    print(f"\nIn process, {args.repeats} times (load average {load:.1f} on "
+          f"{os.cpu_count()} CPUs):{'median':>13s} {'fastest':>9s}")
+    for name, result in in_process.items():
+        print(f"  {name:38s} {result['median_ms']:9.1f} ms {result['min_ms']:7.1f} ms "
+              f"{result['mlmd_calls']:6d} MLMD calls")
+    print(f"  (the served trace: {len(trace.nodes)} nodes, {len(trace.edges)} edges)")
+    print(f"\nCommands, a new process each, {args.repeats} times:{'median':>21s} "
+          f"{'fastest':>9s}")
+    for name, result in cli.items():
+        print(f"  {name:46s} {result['median_ms']:9.1f} ms {result['min_ms']:7.1f} ms")
+    return {"store": counts, "build_s": round(build_s, 1), "repeats": args.repeats,
+            "load_average": round(load, 2), "cpus": os.cpu_count(),
+            "in_process": in_process, "cli_ms": cli,
+            "trace": {"nodes": len(trace.nodes), "edges": len(trace.edges)}}
 
 
 if __name__ == "__main__":

@@ -21,7 +21,13 @@ from typing import Any
 
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline import metadata_url
+
 ENV_PREFIX = "TFXSP_"
+# The password of a mysql:// metadata_url without one (pipeline/metadata_url.py): the variable's value, or the first
+# line of the file it names.
+METADATA_PASSWORD_ENV = "TFXSP_METADATA_PASSWORD"
+METADATA_PASSWORD_FILE_ENV = "TFXSP_METADATA_PASSWORD_FILE"
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "central_storage",
               "parameter_server", "tpu", "model_parallel", "hybrid_parallel")
@@ -51,7 +57,8 @@ class PipelineConfig:
     serving_model_base: str = ""
     model_name: str = "penguin"
     # ML Metadata: empty = SQLite at <pipeline_root>/metadata.db; or mysql://user:password@host:port/db
-    # or grpc://host:port (the MLMD gRPC service)
+    # (or mysql://user@localhost/db?unix_socket=PATH; password also ?password_file=PATH or
+    # $TFXSP_METADATA_PASSWORD[_FILE]) or grpc://host:port (the MLMD gRPC service)
     metadata_url: str = ""
 
     # --- The dataset: the label, and what to do with the other columns (docs/your-own-csv.md) ---
@@ -343,16 +350,18 @@ def metadata_connection_config(url: str, sqlite_path: str) -> MetadataConnection
         config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
         return config
     if parsed.scheme == "mysql":
-        if not parsed.hostname or not parsed.path.strip("/"):
-            raise ConfigError(f"config 'metadata_url' = {url!r}: a MySQL URL needs a host and a "
-                              "database: mysql://user:password@host:3306/database")
-        config.mysql.host = parsed.hostname
-        config.mysql.port = parsed.port or 3306
-        config.mysql.database = parsed.path.strip("/")
-        config.mysql.user = urllib.parse.unquote(parsed.username or "")
-        config.mysql.password = urllib.parse.unquote(parsed.password or "")
+        try:
+            target = metadata_url.parse_mysql_url(url, os.environ.get(METADATA_PASSWORD_ENV, ""),
+                                                  os.environ.get(METADATA_PASSWORD_FILE_ENV, ""))
+        except metadata_url.MetadataUrlError as e:
+            raise ConfigError(str(e)) from None
+        config.mysql.database, config.mysql.user, config.mysql.password = target.database, target.user, target.password
+        if target.socket:  # MLMD aborts the process when both a host and a socket are set
+            config.mysql.socket = target.socket
+        else:
+            config.mysql.host, config.mysql.port = target.host, target.port
         return config
-    raise ConfigError(f"config 'metadata_url' = {url!r}: use sqlite:///path/to/metadata.db, "
+    raise ConfigError(f"config 'metadata_url' = {metadata_url.redact_url(url)!r}: use sqlite:///path/to/metadata.db, "
                       "mysql://user:password@host:port/database or grpc://host:port")
 
 

@@ -1,33 +1,67 @@
-"""Session fixtures: one real pipeline run that several test modules build on.
+"""Session fixtures: one real pipeline run that several test modules build on; the private MariaDB server, and the
+two pipelines that ran at once against one store on it.
 
 `make test` runs the tests in two pytest-xdist workers (`--dist loadgroup`). A session fixture is made once per
-worker, so every test that uses the shared pipeline run goes to the same worker: its group is named after the
-fixture (modules that share another expensive fixture name their group themselves, with `xdist_group`).
+worker, so every test that uses one of the shared pipeline runs goes to the same worker, the group "shared_runs"
+(a module that picks one with request.getfixturevalue names that group itself; modules that share another
+expensive fixture name a group of their own, with `xdist_group`).
 """
+import os
+import shutil
+import subprocess
+import time
+
 import pytest
 
 from pipeline.config import load_config
-from tests.support.paths import PENGUINS_DIR
+from pipeline.runners import run_lock
+from tests.support import mariadb as mariadb_support
+from tests.support.paths import PENGUINS_DIR, TFXSP
 from tests.support.processes import free_port, run_tfxsp
 
 
 class PipelineRuns:
-    """`tfxsp run` in one temporary folder, with its own serving ports, any number of times."""
+    """`tfxsp run` in one temporary folder, with its own serving ports, any number of times (or several at once:
+    start, then wait). `settings` are more --set items; `env` the environment's additions for the command
+    (`metadata_url` there stays out of `config`, which the test reads the store with)."""
 
-    def __init__(self, root):
+    def __init__(self, root, settings=None, env=None, cli_settings=None):
         self.root = root
         self.grpc_port, self.rest_port = free_port(), free_port()
         overrides = {"data_root": str(PENGUINS_DIR), "tfx_root": str(root / "runs"),
                      "grpc_port": str(self.grpc_port), "rest_port": str(self.rest_port),
-                     "serving_validation": "true"}
-        self.base_args = [arg for key, value in overrides.items()
+                     "serving_validation": "true", **(settings or {})}
+        given = {**overrides, **(cli_settings or {})}
+        self.base_args = [arg for key, value in given.items()
                           for arg in ("--set", f"{key}={value}")]
+        self.env = env or {}
         self.config = load_config(overrides, environ={})
         self.results = {}
+        self._started = {}
 
     def run(self, name, *extra):
-        self.results[name] = run_tfxsp(["run", *self.base_args, *extra], cwd=self.root)
+        self.results[name] = run_tfxsp(["run", *self.base_args, *extra], cwd=self.root, env=self.env)
         return self.results[name]
+
+    def start(self, name, *extra) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **self.env}
+        self._started[name] = subprocess.Popen([TFXSP, "run", *self.base_args, *extra], cwd=self.root, env=env,
+                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return self._started[name]
+
+    def wait(self, name, timeout=1800) -> subprocess.CompletedProcess:
+        process = self._started.pop(name)
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+        self.results[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        return self.results[name]
+
+    def tfxsp(self, *args, timeout=120) -> subprocess.CompletedProcess:
+        """A metadata command (runs, lineage, models, ...) on this pipeline's store and settings."""
+        return run_tfxsp([*args, *self.base_args], cwd=self.root, timeout=timeout, env=self.env)
 
 
 @pytest.fixture(scope="session")
@@ -38,12 +72,71 @@ def pipeline_runs(tmp_path_factory) -> PipelineRuns:
     return runs
 
 
-SHARED_SESSION_FIXTURES = ("pipeline_runs",)
+@pytest.fixture(scope="session")
+def mariadb():
+    """A private MariaDB server for the session (tools/metadata_server.py), stopped and removed at its end."""
+    server = mariadb_support.start_server()
+    yield server
+    server.stop()
+
+
+class SharedStore:
+    """Two pipelines of one user (same tfx_root, their own pipeline_name, model and data folder) that ran at the
+    same time against one MariaDB store, and a second run of the first that started while it ran."""
+
+    def __init__(self, root, server):
+        self.server = server
+        self.database = "shared"
+        url = server.create_database(self.database)
+        tfx_root = root / "runs"
+        data_b = root / "data_b"
+        shutil.copytree(PENGUINS_DIR, data_b)
+        # The first pipeline as the sqlite tests run it (full training, serving validation), its password from
+        # a file named by $TFXSP_METADATA_PASSWORD_FILE; the second small and quick, the password in its URL.
+        self.first = PipelineRuns(root, {"tfx_root": str(tfx_root), "metadata_url": url},
+                                  env={"TFXSP_METADATA_PASSWORD_FILE": server.password_file},
+                                  cli_settings={"metadata_url": server.url(self.database, with_password=False)})
+        self.second = PipelineRuns(root, {"tfx_root": str(tfx_root), "metadata_url": url,
+                                          "pipeline_name": "penguin_small", "model_name": "penguin_small",
+                                          "data_root": str(data_b), "serving_validation": "false",
+                                          "train_steps": "60", "epochs": "2", "min_accuracy": "0.0"})
+        self.refused = None
+
+    def run_at_once(self) -> None:
+        self.first.start("first")
+        self.second.start("first")
+        lock_root = self.first.config.pipeline_root
+        deadline = time.monotonic() + 600
+        running = self.first._started["first"]
+        while not run_lock.lock_state(lock_root).held and running.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        # The same pipeline again while it runs: the run lock refuses it before anything runs.
+        self.refused = run_tfxsp(["run", *self.first.base_args], cwd=self.first.root, env=self.first.env,
+                                 timeout=600)
+        self.first_still_running = self.first._started["first"].poll() is None
+        self.first.wait("first")
+        self.second.wait("first")
+
+
+@pytest.fixture(scope="session")
+def shared_store(tmp_path_factory, mariadb) -> SharedStore:
+    shared = SharedStore(tmp_path_factory.mktemp("shared_store"), mariadb)
+    shared.run_at_once()
+    return shared
+
+
+@pytest.fixture(scope="session")
+def mariadb_pipeline_runs(shared_store) -> PipelineRuns:
+    """Like pipeline_runs, on the MariaDB store: the first pipeline of shared_store."""
+    return shared_store.first
+
+
+SHARED_RUNS = "shared_runs"
+SHARED_SESSION_FIXTURES = ("pipeline_runs", "mariadb_pipeline_runs", "shared_store")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
-        for name in SHARED_SESSION_FIXTURES:
-            if name in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group(name))
+        if any(name in getattr(item, "fixturenames", ()) for name in SHARED_SESSION_FIXTURES):
+            item.add_marker(pytest.mark.xdist_group(SHARED_RUNS))

@@ -60,7 +60,8 @@ def metadata_options(formats: tuple[str, ...] = ("table", "json")) -> Callable:
         command = click.option(
             "--metadata-url", default=None, metavar="URL",
             help="The store to read instead of the configured one: a path or sqlite:///path, "
-                 "mysql://user:password@host:port/db, grpc://host:port.")(command)
+                 "mysql://user:password@host:port/db (or ?unix_socket=PATH, ?password_file=PATH), "
+                 "grpc://host:port.")(command)
         return set_option(command)
     return decorate
 

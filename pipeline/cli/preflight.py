@@ -1,6 +1,7 @@
 """Checks that run before the pipeline, so that a setting it cannot use fails in a second with a clear message
 instead of after training, and nothing is pushed: the output folders must be writable, and the serving ports free
-for the model server the serving validation needs. (The data's checks are pipeline/dataset's.)"""
+for the model server the serving validation needs, and a MySQL metadata store reachable and usable. (The data's
+checks are pipeline/dataset's.)"""
 from __future__ import annotations
 
 import os
@@ -52,3 +53,13 @@ def check_serving_ports(config: PipelineConfig) -> None:
             f"program, and no model server answers at {config.rest_url}, so none can be started for the serving "
             "validation. Stop that program, pick free ports (--set grpc_port=... --set rest_port=...), or skip the "
             "probe (--set serving_validation=false).")
+
+
+def check_metadata_store(config: PipelineConfig) -> None:
+    """A mysql:// store that cannot be reached or opened (wrong password, no database, another schema version)
+    would fail the run's first component; found here, it fails before anything runs."""
+    from pipeline.metadata import store
+    try:
+        store.check_writable_store(config.metadata_connection_config())
+    except store.MetadataError as e:
+        raise PreflightError(str(e)) from None

@@ -2,7 +2,8 @@
 
 TFX's LocalDagRunner logs its deployment and connection configs at INFO ("Using connection config: mysql { ...
 password: "..." }"), ML Metadata logs its ConnectionConfig at DEBUG, and both go to the run's log file (or, with
--v, to the terminal). `hide_in_logs(config)` rewrites every Python log record that holds the password, whichever
+-v, to the terminal). `redact_url` (pipeline/metadata_url.py) is what every message shows of the URL itself;
+`hide_in_logs(config)` rewrites every Python log record that holds the password, whichever
 logger made it and whichever handler writes it: `password: "..."` fields, the userinfo of URLs, and the password
 itself, as text and URL-encoded.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import logging
 import re
 import urllib.parse
+
+from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from pipeline.config import PipelineConfig
 
@@ -22,14 +25,15 @@ _MIN_LITERAL = 3  # shorter passwords are still caught as fields and URLs, not a
 
 
 def secrets_of(config: PipelineConfig) -> list[str]:
-    """The secrets in the configuration: the password of metadata_url, as given and URL-decoded."""
+    """The secrets in the configuration: the password of a mysql:// metadata_url, wherever it came from (the URL,
+    a password file, the environment: pipeline/metadata_url.py), as given and URL-encoded."""
     if not config.metadata_url:
         return []
-    raw = urllib.parse.urlsplit(config.metadata_url).password
-    if not raw:
-        return []
-    return sorted({raw, urllib.parse.unquote(raw), urllib.parse.quote(urllib.parse.unquote(raw), safe="")},
-                  key=len, reverse=True)
+    raw = urllib.parse.urlsplit(config.metadata_url).password or ""
+    connection = config.metadata_connection_config()
+    used = connection.mysql.password if isinstance(connection, mlmd.ConnectionConfig) else ""
+    found = {s for s in (raw, urllib.parse.unquote(raw), used) if s}
+    return sorted(found | {urllib.parse.quote(s, safe="") for s in found}, key=len, reverse=True)
 
 
 def redact(text: str, secrets: list[str]) -> str:

@@ -53,6 +53,11 @@ def _run_locked(config: PipelineConfig, verbose: bool, stop) -> int:
         _print_error("Input error:", f"{e} Nothing was run or pushed.")
         return exit_codes.BAD_INPUT
     try:
+        preflight.check_metadata_store(config)
+    except preflight.PreflightError as e:
+        _print_error("Metadata store error:", f"{e} Nothing was run or pushed.")
+        return exit_codes.BAD_INPUT
+    try:
         lock = run_lock.RunLock(config.pipeline_root).acquire()
     except run_lock.RunLockHeld as e:
         pid = f" (kill {e.holder.pid} stops it cleanly)" if e.holder and e.holder.alive() else ""

@@ -7,14 +7,21 @@ is. A store that is missing, corrupt or unreachable raises a MetadataError subcl
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import time
+from collections.abc import Iterator
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
+from pipeline import metadata_url
 from pipeline.config import MetadataConnection
+from pipeline.metadata import mysql_errors
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+_INIT_RETRIES = 20  # half a second apart (see check_writable_store)
 
 
 class MetadataError(Exception):
@@ -43,7 +50,8 @@ def describe_connection(connection: MetadataConnection) -> str:
         return f"grpc://{connection.host}:{connection.port}"
     if connection.HasField("mysql"):
         m = connection.mysql
-        return f"mysql://{m.host}:{m.port or 3306}/{m.database}"
+        return metadata_url.describe(metadata_url.MySQLTarget(host=m.host or "localhost", port=m.port or 3306,
+                                                              database=m.database, user=m.user, socket=m.socket))
     return connection.sqlite.filename_uri
 
 
@@ -59,14 +67,20 @@ def open_store(connection: MetadataConnection, writable: bool = False) -> metada
         config.CopyFrom(connection)
         if config.HasField("mysql"):
             config.mysql.skip_db_creation = True
+            unreachable = mysql_errors.check_reachable(config.mysql, where)
+            if unreachable:
+                raise MetadataError(unreachable)
         elif config.HasField("sqlite") or not config.HasField("fake_database"):
             _check_sqlite_file(config.sqlite.filename_uri)
             config.sqlite.connection_mode = (mlmd.SqliteMetadataSourceConfig.READWRITE if writable
                                              else mlmd.SqliteMetadataSourceConfig.READONLY)
     try:
-        store = metadata_store.MetadataStore(config)
+        with _native_stderr_muted(isinstance(config, mlmd.ConnectionConfig) and config.HasField("mysql")):
+            store = metadata_store.MetadataStore(config)
         store.get_context_types()  # a store that cannot answer this cannot answer anything
     except Exception as e:  # MLMD raises RuntimeError or its own errors, depending on the backend
+        if isinstance(config, mlmd.ConnectionConfig) and config.HasField("mysql"):
+            raise MetadataError(mysql_errors.explain(config.mysql, where, e)) from None
         reason = str(e).replace("Error when executing query: ", "", 1)
         reason = reason.split(" query:", 1)[0].strip().rstrip(".")
         if isinstance(config, mlmd.ConnectionConfig) and config.HasField("sqlite"):
@@ -77,6 +91,52 @@ def open_store(connection: MetadataConnection, writable: bool = False) -> metada
             raise CorruptStoreError(f"{where} is not a readable ML Metadata store: {reason}.") from None
         raise MetadataError(f"Cannot read the metadata store at {where}: {reason}") from None
     return store
+
+
+def check_writable_store(connection: MetadataConnection) -> None:
+    """For `tfxsp run`, before anything runs: a MySQL store must be reachable, accept the user and password, have
+    its database and a schema this ML Metadata can write (on an empty database, ML Metadata creates its tables
+    here, as the run would). Raises MetadataError with one paragraph otherwise. SQLite: the run creates the file;
+    the gRPC service: its server opens the store."""
+    if not (isinstance(connection, mlmd.ConnectionConfig) and connection.HasField("mysql")):
+        return
+    config = mlmd.ConnectionConfig()
+    config.CopyFrom(connection)
+    config.mysql.skip_db_creation = True  # a missing database is a mistake in the URL, not one to create
+    unreachable = mysql_errors.check_reachable(config.mysql, describe_connection(config))
+    if unreachable:
+        raise MetadataError(unreachable)
+    for attempt in range(_INIT_RETRIES):
+        try:
+            with _native_stderr_muted():
+                metadata_store.MetadataStore(config).get_context_types()
+            return
+        except Exception as e:  # RuntimeError from MLMD's C++ layer
+            # Two runs starting at once on an empty database: one creates ML Metadata's tables while the other
+            # finds them without their version row yet; ML Metadata asks to retry.
+            if "concurrent connection" in str(e) and attempt + 1 < _INIT_RETRIES:
+                time.sleep(0.5)
+                continue
+            raise MetadataError(mysql_errors.explain(config.mysql, describe_connection(config), e)) from None
+
+
+@contextlib.contextmanager
+def _native_stderr_muted(mute: bool = True) -> Iterator[None]:
+    """ML Metadata's C++ layer logs a failed MySQL connect to file descriptor 2 ("MySQL database was not
+    initialized ... MySQL 8.0 ...", misleading for MariaDB); the MetadataError raised instead says what happened."""
+    if not mute:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _check_sqlite_file(path: str) -> None:

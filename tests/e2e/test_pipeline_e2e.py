@@ -1,9 +1,13 @@
-"""The real pipeline, end to end: real TFX components, Beam DirectRunner, SQLite MLMD, run through
+"""The real pipeline, end to end: real TFX components, Beam DirectRunner, ML Metadata, run through
 the `tfxsp run` command in its own process, three times over one pipeline root:
 
 1. a first run that must bless and push a model that classifies the eval split well;
 2. the same run again, which must reuse the cache for every upstream component;
 3. a run with a threshold the model cannot meet, which must push nothing and say why.
+
+1 and 2 run on both stores: SQLite (pipeline_runs) and a real MariaDB server (mariadb_pipeline_runs, whose first
+run ran at the same time as another pipeline's: tests/e2e/test_shared_store.py). 3 is about the Evaluator, not
+the store, and runs on SQLite only.
 """
 import glob
 import os
@@ -16,7 +20,8 @@ from ml_metadata.proto import metadata_store_pb2
 from pipeline.metadata.report import collect
 from pipeline.metadata.runs import latest_run_id
 
-pytestmark = pytest.mark.timeout(1200)
+# The runs fixture picks the shared runs by name: the shared_runs group of tests/conftest.py.
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.xdist_group("shared_runs")]
 
 UPSTREAM = ["CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
             "Trainer"]
@@ -31,9 +36,9 @@ def _versions(runs):
     return sorted(d for d in os.listdir(runs.config.serving_model_dir) if d.isdigit())
 
 
-@pytest.fixture(scope="module")
-def runs(pipeline_runs):
-    return pipeline_runs
+@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
+def runs(request):
+    return request.getfixturevalue({"sqlite": "pipeline_runs", "mariadb": "mariadb_pipeline_runs"}[request.param])
 
 
 def _output(result):
@@ -133,7 +138,8 @@ def test_rerun_with_nothing_changed_reuses_the_cache(runs):
     assert {n: states[n] for n in UPSTREAM} == {n: "cached" for n in UPSTREAM}
 
 
-def test_unreachable_threshold_is_not_blessed_and_pushes_nothing(runs):
+def test_unreachable_threshold_is_not_blessed_and_pushes_nothing(pipeline_runs):
+    runs = pipeline_runs
     versions_before = _versions(runs)
     # A barely trained model cannot reach 100% accuracy.
     result = runs.run("unreachable", "--set", "min_accuracy=1.0", "--set", "train_steps=2",

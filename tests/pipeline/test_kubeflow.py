@@ -295,6 +295,20 @@ def test_compile_command_writes_the_yaml_and_rejects_bad_settings(tmp_path):
     assert result.exit_code == 2 and "kubeflow_pipeline_root" in result.output
 
 
+def test_compile_with_a_mysql_metadata_url_embeds_no_password(tmp_path):
+    """On Kubeflow each step records to the cluster's own ML Metadata: a local mysql:// store (a team's shared one)
+    is not compiled in, its password least of all."""
+    secret = "kfp-S3cret-pw"
+    output = tmp_path / "pipeline.yaml"
+    sets = [arg for k, v in CLUSTER.items() for arg in ("--set", f"{k}={v}")]
+    sets += ["--set", "serving_validation=false", "--set", f"metadata_url=mysql://tfxsp:{secret}@db.internal:3306/mlmd"]
+    result = CliRunner().invoke(kubeflow_cli.kubeflow, ["compile", "-o", str(output), *sets])
+    assert result.exit_code == 0, result.output
+    text = output.read_text()
+    assert secret not in text + result.output and "db.internal" not in text
+    assert _load_spec(output).pipeline_info.name == "penguin-serving"
+
+
 # ------------------------------------------------------------------------------------------- submit
 class FakeKFP:
     """A recording Kubeflow Pipelines API server (v2beta1 REST) on 127.0.0.1, in its own thread."""

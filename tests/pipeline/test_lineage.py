@@ -1,7 +1,9 @@
 """Lineage queries and commands (`tfxsp runs | artifacts | lineage | models`) on ML Metadata stores
 written here the way TFX 1.16's LocalDagRunner writes them (same contexts, execution types, exec
-properties, event paths, cached executions and Resolver events), and every error case. The real
-pipeline's stores are in test_lineage_e2e.py.
+properties, event paths, cached executions and Resolver events), and every error case. The store of
+`history` is SQLite and a database on a real MariaDB server (the session fixture `mariadb`): every test
+that reads it runs on both. The real pipeline's stores are in test_lineage_e2e.py (SQLite) and
+test_shared_store.py (MariaDB).
 """
 import hashlib
 import html.parser
@@ -23,6 +25,7 @@ from pipeline.metadata import lineage, metrics, render
 from pipeline.metadata import models as models_api
 from pipeline.metadata import runs as runs_api
 from pipeline.metadata import store as store_api
+from tests.support.mariadb import new_database
 from tests.support.processes import run_tfxsp
 
 PIPELINE = "penguin_serving"
@@ -100,10 +103,16 @@ def write_metrics(directory, accuracy, count=59):
 class TfxShapedStore:
     """Writes pipeline runs into an MLMD store with TFX's shapes, one put_execution per node."""
 
-    def __init__(self, root, data_root="/data/penguins"):
+    def __init__(self, root, data_root="/data/penguins", metadata_url="", server=None):
         self.root = str(root)
-        self.config = load_config({"tfx_root": self.root, "data_root": data_root}, environ={})
+        self.config = load_config({"tfx_root": self.root, "data_root": data_root, "metadata_url": metadata_url},
+                                  environ={})
         self.path = self.config.metadata_path
+        self.server = server  # the MariaDB server of a mysql:// store, else None (SQLite)
+        self.url = metadata_url or self.path  # what --metadata-url takes
+        # What the commands take to read this store.
+        self.args = ["--set", f"tfx_root={self.root}"] + (["--set", f"metadata_url={metadata_url}"] if metadata_url
+                                                          else [])
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self.store = metadata_store.MetadataStore(self.config.metadata_connection_config())
         s = self.store
@@ -121,6 +130,14 @@ class TfxShapedStore:
         self.runs = []
         self.data_root = data_root
         self.version = 1700000000
+
+    def digest(self):
+        """A digest of everything the store holds: the SQLite file's bytes, or MariaDB's CHECKSUM of every table."""
+        if self.server is None:
+            return _digest(self.path)
+        database = self.config.metadata_connection_config().mysql.database
+        tables = self.server.sql("SHOW TABLES", database).stdout.split()
+        return self.server.sql(f"CHECKSUM TABLE {', '.join(tables)} EXTENDED", database).stdout
 
     def _context(self, type_name, name):
         context = mlmd.Context(type_id=self.ctx_types[type_name], name=name)
@@ -252,16 +269,31 @@ def Event_(event_type, *keys):
 
 
 # ------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def history(tmp_path_factory):
+def _history(root, **store):
     """Four runs: fresh; cached (upstream reused); changed data (all new) whose probe fails and
     is rolled back; a run whose Trainer fails."""
-    fake = TfxShapedStore(tmp_path_factory.mktemp("mlmd"))
+    fake = TfxShapedStore(root, **store)
     fake.add_run(accuracy=0.97)
     fake.add_run(cached=True, accuracy=0.98)
     fake.add_run(fingerprint="xor_checksum:2", validation="failed", accuracy=0.99)
     fake.add_run(fingerprint="xor_checksum:3", fail="Trainer")
     return fake
+
+
+@pytest.fixture(scope="module")
+def sqlite_history(tmp_path_factory):
+    return _history(tmp_path_factory.mktemp("mlmd"))
+
+
+@pytest.fixture(scope="module")
+def mariadb_history(tmp_path_factory, mariadb):
+    return _history(tmp_path_factory.mktemp("mlmd"), metadata_url=new_database(mariadb, "lineage"), server=mariadb)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
+def history(request):
+    """The four runs in a SQLite store and in a MariaDB one: every query and command is tested on both."""
+    return request.getfixturevalue(f"{request.param}_history")
 
 
 @pytest.fixture()
@@ -270,7 +302,7 @@ def tfxsp(history, monkeypatch):
     runner = CliRunner()
 
     def invoke(*args, store=history):
-        return runner.invoke(cli, [*args, "--set", f"tfx_root={store.root}"],
+        return runner.invoke(cli, [*args, *store.args],
                              catch_exceptions=False)
     return invoke
 
@@ -358,7 +390,7 @@ def test_runs_show_unknown_run(tfxsp):
 
 
 def test_runs_of_another_pipeline(tfxsp, history):
-    result = tfxsp("runs", "list", "--set", "pipeline_name=other", "--metadata-url", history.path)
+    result = tfxsp("runs", "list", "--set", "pipeline_name=other", "--metadata-url", history.url)
     assert result.exit_code == 2
     assert "No runs of pipeline 'other'" in result.stderr and "'penguin_serving'" in result.stderr
 
@@ -618,12 +650,12 @@ def _digest(path):
 
 
 def test_reading_never_changes_the_store(tfxsp, history):
-    before = _digest(history.path)
+    before = history.digest()
     for args in (["runs"], ["runs", "show", "latest"], ["artifacts", "--type", "Model"],
                  ["lineage", "served"], ["lineage", "latest-examples", "--downstream"],
                  ["models"]):
         assert tfxsp(*args).exit_code == 0, args
-    assert _digest(history.path) == before
+    assert history.digest() == before
 
 
 def test_missing_store_is_not_created(tmp_path, monkeypatch):
@@ -712,8 +744,9 @@ def test_unreachable_grpc_service(tmp_path):
     assert "Cannot read the metadata store at grpc://127.0.0.1:1" in result.stderr
 
 
-def test_run_store_opens_read_only(history):
-    store = store_api.open_store(history.config.metadata_connection_config())
+def test_run_store_opens_read_only(sqlite_history):
+    """(A MySQL store is opened as the URL's user: its grants decide what it may write.)"""
+    store = store_api.open_store(sqlite_history.config.metadata_connection_config())
     with pytest.raises(Exception, match="readonly"):  # MLMD's error class differs by version
         store.put_context_type(mlmd.ContextType(name="written"))
 
@@ -753,7 +786,7 @@ def test_text_with_brackets_is_shown_as_it_is(tmp_path, monkeypatch):
 def test_tables_stay_readable_in_80_columns_and_in_a_pipe(history, command, tmp_path):
     """Piped (as here) or in an 80-column terminal: no header or cell is cut; what does not fit is left out, and
     the table says so."""
-    result = run_tfxsp([*command, "--set", f"tfx_root={history.root}"], cwd=tmp_path, env={"COLUMNS": "80"})
+    result = run_tfxsp([*command, *history.args], cwd=tmp_path, env={"COLUMNS": "80"})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert all(len(line) <= 80 for line in lines), "\n".join(line for line in lines if len(line) > 80)
@@ -769,6 +802,6 @@ def test_tables_stay_readable_in_80_columns_and_in_a_pipe(history, command, tmp_
 
 
 def test_wide_terminals_show_every_column(history, tmp_path):
-    result = run_tfxsp(["runs", "--set", f"tfx_root={history.root}"], cwd=tmp_path, env={"COLUMNS": "200"})
+    result = run_tfxsp(["runs", *history.args], cwd=tmp_path, env={"COLUMNS": "200"})
     assert "Nodes" in result.stdout and "Serving validation" in result.stdout
     assert "Not shown at this width" not in result.stdout
