@@ -84,8 +84,10 @@ class Template:
 class Replayer:
     """Writes runs shaped like the template's into a new store."""
 
-    def __init__(self, template: Template, path: str, serving_dir: str):
-        self.t, self.serving_dir = template, serving_dir
+    def __init__(self, template: Template, path: str, serving_dir: str, reuse_uris: bool = False):
+        # reuse_uris: every replayed artifact points at the template's folder (so that readers of the files, the
+        # dashboard's pages, read real statistics, evaluations and event files), not a new path that does not exist.
+        self.t, self.serving_dir, self.reuse_uris = template, serving_dir, reuse_uris
         config = mlmd.ConnectionConfig()
         config.sqlite.filename_uri = path
         config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
@@ -202,7 +204,8 @@ class Replayer:
     def _artifact(self, template: mlmd.Artifact, index: int) -> mlmd.Artifact:
         artifact = mlmd.Artifact(type_id=self.artifact_type[template.type],
                                  state=mlmd.Artifact.LIVE,
-                                 uri=f"{os.path.dirname(template.uri)}/replay-{index}")
+                                 uri=template.uri if self.reuse_uris
+                                 else f"{os.path.dirname(template.uri)}/replay-{index}")
         for key, value in template.properties.items():
             artifact.properties[key].CopyFrom(value)
         for key, value in template.custom_properties.items():
@@ -217,12 +220,13 @@ class Replayer:
         return artifact
 
 
-def build_store(template_path: str, root: Path, runs: int, change_every: int) -> tuple:
+def build_store(template_path: str, root: Path, runs: int, change_every: int,
+                reuse_uris: bool = False) -> tuple:
     template = Template(template_path)
     config = load_config({"tfx_root": str(root / "runs"),
                           "pipeline_name": template.pipeline_name}, environ={})
     os.makedirs(config.pipeline_root, exist_ok=True)
-    replay = Replayer(template, config.metadata_path, config.serving_model_dir)
+    replay = Replayer(template, config.metadata_path, config.serving_model_dir, reuse_uris)
     for index in range(runs):
         replay.add_run(index, changed=index % change_every == 0)
     for version in range(replay.version - 2, replay.version + 1):  # the newest three versions

@@ -9,6 +9,7 @@
     lineage      pipeline/cli/lineage.py      what produced an artifact, what it produced
     models       pipeline/cli/models.py       pushed model versions
     kubeflow     pipeline/cli/kubeflow.py     compile for and submit to Kubeflow Pipelines
+    ui           pipeline/cli/ui.py           the browser dashboard over the runs
 
 Exit codes: pipeline/cli/exit_codes.py.
 """
@@ -19,7 +20,7 @@ import sys
 
 import click
 
-from pipeline.cli import artifacts, exit_codes, init, kubeflow, lineage, models, run, runs, serve, tensorboard
+from pipeline.cli import artifacts, exit_codes, init, kubeflow, lineage, models, run, runs, serve, tensorboard, ui
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,7 +29,7 @@ def cli() -> None:
 
 
 for command in (init.init, run.run, serve.serve, tensorboard.tensorboard, runs.runs, artifacts.artifacts,
-                lineage.lineage, models.models, kubeflow.kubeflow):
+                lineage.lineage, models.models, kubeflow.kubeflow, ui.ui):
     cli.add_command(command)
 
 
