@@ -6,6 +6,7 @@ evaluation folder (metrics.py). Why a model was not blessed is asked of TFMA onl
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from pipeline import evaluation
@@ -64,8 +65,11 @@ def thresholds_of(eval_config: Any) -> list[Threshold]:
             for item in per_slice.get("thresholds", []):
                 found.append(_threshold(name, item.get("threshold", {})))
         for metric in spec.get("metrics", []):
+            name = _metric_name(metric)
             if metric.get("threshold"):
-                found.append(_threshold(_metric_name(metric), metric["threshold"]))
+                found.append(_threshold(name, metric["threshold"]))
+            for item in metric.get("perSliceThresholds") or metric.get("per_slice_thresholds") or []:
+                found.append(_threshold(name, item.get("threshold", {})))
     return found
 
 
@@ -77,7 +81,9 @@ def _metric_name(metric: dict[str, Any]) -> str:
             return json.loads(config).get("name") or metric.get("className", "")
         except ValueError:
             pass
-    return metric.get("className") or metric.get("class_name") or ""
+    # TFMA names a Keras metric class's results in snake case: SparseCategoricalAccuracy -> sparse_categorical_accuracy
+    class_name = metric.get("className") or metric.get("class_name") or ""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", class_name).lower()
 
 
 def _threshold(name: str, threshold: dict[str, Any]) -> Threshold:
@@ -85,8 +91,10 @@ def _threshold(name: str, threshold: dict[str, Any]) -> Threshold:
     change = threshold.get("changeThreshold") or threshold.get("change_threshold")
 
     def bound(key: str) -> float | None:
-        item = value.get(key) or value.get(key.replace("B", "_b"))
-        return float(item["value"]) if isinstance(item, dict) and "value" in item else None
+        item = value.get(key, value.get(key.replace("B", "_b")))
+        if isinstance(item, dict):  # json_format writes a DoubleValue as {"value": x} or as x
+            item = item.get("value")
+        return float(item) if isinstance(item, (int, float)) else None
     return Threshold(metric=name, lower_bound=bound("lowerBound"), upper_bound=bound("upperBound"),
                      change=change or None)
 
