@@ -142,7 +142,9 @@ async def _models(request: web.Request, state: DashboardState) -> pages.Page:
     if state.session is None:
         state.session = aiohttp.ClientSession()
     answer = await live.served_versions(state.session, state.config.rest_url, state.config.model_name)
-    return pages.models_page(store, state.config, answer)
+    page = pages.positive_int(request.query.get("page"), "page", 1)
+    per_page = pages.positive_int(request.query.get("per_page"), "per_page", pages.PER_PAGE, pages.MAX_PER_PAGE)
+    return pages.models_page(store, state.config, answer, page, per_page)
 
 
 async def _lineage(request: web.Request, state: DashboardState) -> pages.Page:

@@ -149,11 +149,23 @@ def training_page(store: metadata_store.MetadataStore, config: PipelineConfig, r
                                   "curves": [c.to_dict() for c in curves], "by_metric": by_metric})
 
 
-def models_page(store: metadata_store.MetadataStore, config: PipelineConfig, live: dict[str, Any]) -> Page:
-    found = models.list_models(store, config.serving_model_dir)
+def models_page(store: metadata_store.MetadataStore, config: PipelineConfig, live: dict[str, Any],
+                page: int = 1, per_page: int = PER_PAGE) -> Page:
+    """The pushed versions, newest first, a page at a time: the metrics are read (one evaluation folder per
+    version) only for the versions shown."""
+    from pipeline.metadata.metrics import eval_metrics
+    found = models.list_models(store, config.serving_model_dir, with_metrics=False)
+    pages = max(1, -(-len(found) // per_page))
+    if page > pages:
+        raise NotFoundError(f"There is no page {page} of models: {len(found)} version(s) make {pages} page(s).")
+    shown = found[(page - 1) * per_page:page * per_page]
+    for model in shown:
+        if model.evaluation_uri:
+            model.metrics = eval_metrics(model.evaluation_uri)
     return Page("models.html", {"model_name": config.model_name, "model_base_path": config.serving_model_dir,
                                 "served_version": models.served_version(config.serving_model_dir),
-                                "live": live, "models": [m.to_dict() for m in found]})
+                                "live": live, "page": page, "pages": pages, "per_page": per_page,
+                                "total": len(found), "models": [m.to_dict() for m in shown]})
 
 
 def lineage_page(store: metadata_store.MetadataStore, config: PipelineConfig, target: str,
@@ -170,7 +182,7 @@ def lineage_page(store: metadata_store.MetadataStore, config: PipelineConfig, ta
 
 def compare_page(store: metadata_store.MetadataStore, config: PipelineConfig, a: str | None,
                  b: str | None) -> Page:
-    choices = [s.run_id for s in runs.list_runs(store, config.pipeline_name, 50)]
+    choices = [c.name for c in reversed(runs.pipeline_runs(store, config.pipeline_name))][:MAX_PER_PAGE]
     if not a or not b:
         return Page("compare.html", {"a": a, "b": b, "choices": choices, "comparison": None})
     result = comparison.compare(runs.show_run(store, config.pipeline_name, a),
