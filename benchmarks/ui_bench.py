@@ -39,6 +39,7 @@ import lineage_bench  # noqa: E402
 
 from pipeline.metadata import evaluations, lineage, models, runs, training  # noqa: E402
 from pipeline.metadata import statistics as stats  # noqa: E402
+from pipeline.metadata.metrics import eval_metrics  # noqa: E402
 from pipeline.metadata.store import open_store  # noqa: E402
 
 TFXSP = str(Path(sys.executable).with_name("tfxsp"))
@@ -135,7 +136,8 @@ def main() -> None:
             "data": lambda: [stats.read_statistics(a.uri) for a in outputs(detail(), "ExampleStatistics")],
             "evaluation": lambda: evaluations.evaluation_of(detail()),
             "training": lambda: [training.read_curves(a.uri) for a in outputs(detail(), "ModelRun")],
-            "models": lambda: models.list_models(store, config.serving_model_dir),
+            "models": lambda: [eval_metrics(m.evaluation_uri) for m in models.list_models(
+                store, config.serving_model_dir, with_metrics=False)[:20] if m.evaluation_uri],
             "lineage served": lambda: lineage.trace(
                 store, lineage.resolve_target(store, "served", config.serving_model_dir)[0].id),
             "compare newest/oldest": lambda: (detail(), runs.show_run(store, config.pipeline_name, oldest)),
