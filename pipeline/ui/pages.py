@@ -196,7 +196,11 @@ def node_target(store: metadata_store.MetadataStore, key: str) -> str:
     if key[:1] == "a" and key[1:].isdigit():
         return f"/lineage/{int(key[1:])}"
     if key[:1] in ("e", "s") and key[1:].isdigit():
-        info = execution_infos(store, [int(key[1:])]).get(int(key[1:]))
+        from ml_metadata import errors as mlmd_errors
+        try:
+            info = execution_infos(store, [int(key[1:])]).get(int(key[1:]))
+        except mlmd_errors.NotFoundError:  # no such execution: the subgraph query has nothing to start from
+            info = None
         if info and info.run_ids:
             return f"/runs/{info.run_ids[0]}#node-{int(key[1:])}"
     raise NotFoundError(f"No lineage node {key!r} in this metadata store.")

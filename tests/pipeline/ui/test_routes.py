@@ -141,7 +141,7 @@ def test_training_page_draws_the_curves_of_the_trainer_event_files(dashboard, fi
     data = _ok(dashboard, f"/api/runs/{_quoted(first_run)}/training", "application/json")
     assert data["model_run_uri"] and data["trainer_state"] == "complete"
     assert {"train", "validation"} <= set(data["by_metric"]["loss"])
-    assert "learning_rate" in data["by_metric"] and "sparse_categorical_accuracy" in data["by_metric"]
+    assert "learning_rate" in data["by_metric"] and "accuracy" in data["by_metric"]  # Keras' names
     epochs = data["by_metric"]["loss"]["train"]
     assert len(epochs) >= 2 and [e for e, _ in epochs] == sorted(e for e, _ in epochs)
     page = _ok(dashboard, f"/runs/{_quoted(first_run)}/training")
