@@ -25,7 +25,7 @@ IMAGE ?= tfx-serving-pipeline:$(shell git describe --always --dirty 2>/dev/null 
 KFP_HOST ?=
 KFP_ARGS ?=
 
-.PHONY: help venv lint run-local serve test tensorboard bench bench-pipeline bench-serving bench-train bench-beam bench-lineage bench-quality clean image kubeflow-compile kubeflow-submit metadata-server
+.PHONY: help venv lint run-local serve ui test tensorboard bench bench-pipeline bench-serving bench-train bench-beam bench-lineage bench-quality bench-ui clean image kubeflow-compile kubeflow-submit metadata-server
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ serve: $(STAMP) ## Serve the model base path in the foreground (Ctrl-C stops)
 metadata-server: $(STAMP) ## A private MariaDB server for ML Metadata (prints the metadata_url; Ctrl-C removes it)
 	$(PY) -m tools.metadata_server serve $(ARGS)
 
+ui: $(STAMP) ## The browser dashboard over the runs at http://127.0.0.1:8080/ (Ctrl-C stops)
+	$(TFXSP) ui $(ARGS)
+
 lint: $(STAMP) ## Lint the project with ruff (ruff.toml)
 	$(VENV)/bin/ruff check .
 
@@ -67,7 +70,7 @@ test: lint ## Lint, then run the test suite (on both cores)
 tensorboard: $(STAMP) ## Open TensorBoard over the Trainer's run logs
 	$(TFXSP) tensorboard $(ARGS)
 
-bench: bench-pipeline bench-serving bench-train bench-beam bench-lineage bench-quality ## Run every benchmark (slow)
+bench: bench-pipeline bench-serving bench-train bench-beam bench-lineage bench-quality bench-ui ## Run every benchmark (slow)
 
 bench-pipeline: $(STAMP) ## tfxsp run cold/warm vs TFX's penguin example
 	$(PY) benchmarks/pipeline_bench.py $(ARGS)
@@ -86,6 +89,9 @@ bench-quality: $(STAMP) ## The served model's metric on real datasets beside a s
 
 bench-lineage: $(STAMP) ## Lineage queries on a 200-run ML Metadata store
 	$(PY) benchmarks/lineage_bench.py $(ARGS)
+
+bench-ui: $(STAMP) ## tfxsp ui: server time per page and time to ready on a 200-run store
+	$(PY) benchmarks/ui_bench.py $(ARGS)
 
 image: $(STAMP) ## Build the pipeline image (IMAGE=name:tag) from the Dockerfile; needs a Docker engine
 	docker build -t $(IMAGE) .

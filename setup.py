@@ -8,7 +8,8 @@ setup(
     python_requires=">=3.9,<3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
                                     "serving", "serving.*"]),
-    package_data={"serving": ["k8s/*.yaml"], "pipeline.metadata.render": ["templates/*.html"]},
+    package_data={"serving": ["k8s/*.yaml"], "pipeline.metadata.render": ["templates/*.html"],
+                  "pipeline.ui": ["templates/*.html"]},
     # The exact, tested resolution is requirements/lock.txt; these are the direct dependencies.
     install_requires=[
         "tfx==1.16.0",
@@ -22,6 +23,7 @@ setup(
         "grpcio==1.66.2",
         "protobuf==3.20.3",
         "aiohttp==3.14.5",
+        "jinja2==3.1.6",
         "orjson==3.13.0",
         "click==8.5.1",
         "rich==15.0.0",

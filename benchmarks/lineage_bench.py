@@ -89,8 +89,11 @@ class Template:
 class Replayer:
     """Writes runs shaped like the template's into a new store."""
 
-    def __init__(self, template: Template, connection: mlmd.ConnectionConfig, serving_dir: str):
-        self.t, self.serving_dir = template, serving_dir
+    def __init__(self, template: Template, connection: mlmd.ConnectionConfig, serving_dir: str,
+                 reuse_uris: bool = False):
+        # reuse_uris: every replayed artifact points at the template's folder (so that readers of the files, the
+        # dashboard's pages, read real statistics, evaluations and event files), not a new path that does not exist.
+        self.t, self.serving_dir, self.reuse_uris = template, serving_dir, reuse_uris
         self.store = s = metadata_store.MetadataStore(connection)
 
         def strip(t):  # the type as the template has it, without the template's id
@@ -204,7 +207,8 @@ class Replayer:
     def _artifact(self, template: mlmd.Artifact, index: int) -> mlmd.Artifact:
         artifact = mlmd.Artifact(type_id=self.artifact_type[template.type],
                                  state=mlmd.Artifact.LIVE,
-                                 uri=f"{os.path.dirname(template.uri)}/replay-{index}")
+                                 uri=template.uri if self.reuse_uris
+                                 else f"{os.path.dirname(template.uri)}/replay-{index}")
         for key, value in template.properties.items():
             artifact.properties[key].CopyFrom(value)
         for key, value in template.custom_properties.items():
@@ -219,12 +223,13 @@ class Replayer:
         return artifact
 
 
-def build_store(template_path: str, root: Path, runs: int, change_every: int, metadata_url: str = "") -> tuple:
+def build_store(template_path: str, root: Path, runs: int, change_every: int, metadata_url: str = "",
+                reuse_uris: bool = False) -> tuple:
     template = Template(template_path)
     config = load_config({"tfx_root": str(root / "runs"), "metadata_url": metadata_url,
                           "pipeline_name": template.pipeline_name}, environ={})
     os.makedirs(config.pipeline_root, exist_ok=True)
-    replay = Replayer(template, config.metadata_connection_config(), config.serving_model_dir)
+    replay = Replayer(template, config.metadata_connection_config(), config.serving_model_dir, reuse_uris)
     for index in range(runs):
         replay.add_run(index, changed=index % change_every == 0)
     for version in range(replay.version - 2, replay.version + 1):  # the newest three versions

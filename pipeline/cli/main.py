@@ -10,6 +10,7 @@
     models       pipeline/cli/models.py       pushed model versions
     monitor      pipeline/cli/monitor.py      the served model's logged requests vs its training data
     kubeflow     pipeline/cli/kubeflow.py     compile for and submit to Kubeflow Pipelines
+    ui           pipeline/cli/ui.py           the browser dashboard over the runs
 
 Exit codes: pipeline/cli/exit_codes.py.
 """
@@ -32,6 +33,7 @@ from pipeline.cli import (
     runs,
     serve,
     tensorboard,
+    ui,
 )
 
 
@@ -41,7 +43,7 @@ def cli() -> None:
 
 
 for command in (init.init, run.run, serve.serve, tensorboard.tensorboard, runs.runs, artifacts.artifacts,
-                lineage.lineage, models.models, kubeflow.kubeflow, monitor.monitor):
+                lineage.lineage, models.models, kubeflow.kubeflow, monitor.monitor, ui.ui):
     cli.add_command(command)
 
 

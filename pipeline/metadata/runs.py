@@ -166,11 +166,11 @@ def mark_abandoned(summaries: list[RunSummary], live_since_ms: int | None) -> li
 
 
 def list_runs(store: metadata_store.MetadataStore, pipeline_name: str,
-              limit: int | None = None) -> list[RunSummary]:
-    """The pipeline's runs, newest first (the newest `limit` of them), with per-node state and
-    duration, blessing and pushed version."""
-    runs = _pipeline_run_contexts(store, pipeline_name)
-    runs = list(reversed(runs))[:limit] if limit else list(reversed(runs))
+              limit: int | None = None, offset: int = 0) -> list[RunSummary]:
+    """The pipeline's runs, newest first (the newest `limit` of them after skipping the newest `offset`: a page),
+    with per-node state and duration, blessing and pushed version."""
+    runs = list(reversed(_pipeline_run_contexts(store, pipeline_name)))[offset:]
+    runs = runs[:limit] if limit else runs
     return _summaries(store, pipeline_name, runs)
 
 

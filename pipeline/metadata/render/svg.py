@@ -18,7 +18,8 @@ PALETTE = {
     "ModelEvaluation": "#fff7ed", "PushedModel": "#fee2e2", "tfxsp.ServingValidation": "#fae8ff",
     "ExternalData": "#f1f5f9",
 }
-STATE_COLOURS = {"complete": "#16a34a", "cached": "#2563eb", "failed": "#dc2626"}
+STATE_COLOURS = {"complete": "#16a34a", "cached": "#2563eb", "failed": "#dc2626", "running": "#d97706",
+                 "abandoned": "#9ca3af"}
 NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN, WAYPOINT_W = 220, 62, 30, 58, 24, 14
 
 
@@ -64,11 +65,12 @@ def _tooltip(node: Node) -> str:
     return "\n".join(lines)
 
 
-def to_svg(lineage: Lineage, *, standalone: bool = True, link: str = "#node-{key}") -> str:
+def to_svg(lineage: Lineage, *, standalone: bool = True, link: str = "#node-{key}", title: str | None = None) -> str:
     """The picture. standalone: a file of its own (an XML declaration, no links); else for embedding in a page,
-    each node linking to `link` (formatted with the node's key, kind and id)."""
+    each node linking to `link` (formatted with the node's key, kind and id). title: the heading drawn (default:
+    what was traced, from where)."""
     rows, drawn, waypoints = layout(lineage)
-    title = f"Lineage ({lineage.direction}) of {lineage.description}"
+    title = title or f"Lineage ({lineage.direction}) of {lineage.description}"
     picture = _Placement(rows, title)
     out = []
     attrs = (f'xmlns="http://www.w3.org/2000/svg" width="{picture.width:.0f}" height="{picture.height:.0f}" '
