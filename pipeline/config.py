@@ -123,6 +123,9 @@ class PipelineConfig:
     probe_max_p50_ms: float = 100.0
     probe_max_p99_ms: float = 500.0
     probe_rollback: bool = True  # move a version that fails the probe out of the base path
+    # How often a model server that tfxsp starts re-reads the model config file (tfxsp models label/pin/...
+    # write it): --model_config_file_poll_wait_seconds; whole seconds, as tensorflow_model_server takes them.
+    model_config_poll_s: int = 2
 
     # ---------------------------------------------------------------- derived locations
     @property
@@ -138,6 +141,11 @@ class PipelineConfig:
         """The TF Serving model base path: versions are pushed into numbered folders under it."""
         base = self.serving_model_base or os.path.join(self.tfx_root, "serving_model")
         return os.path.abspath(os.path.join(base, self.model_name))
+
+    @property
+    def model_config_file(self) -> str:
+        """TF Serving's model config file for this model (its version policy and labels), beside its base path."""
+        return self.serving_model_dir + ".models.config"
 
     @property
     def data_dir(self) -> str:
@@ -251,6 +259,7 @@ class PipelineConfig:
         for key in ("probe_deadline_s", "probe_max_p50_ms", "probe_max_p99_ms"):
             require(getattr(self, key) > 0, key, "must be > 0")
         require(self.probe_tolerance >= 0, "probe_tolerance", "must be >= 0")
+        require(self.model_config_poll_s >= 1, "model_config_poll_s", "must be >= 1 (seconds)")
         self.metadata_connection_config()  # raises ConfigError for a bad URL
         if self.kubeflow_pipeline_root:
             require(urllib.parse.urlparse(self.kubeflow_pipeline_root).scheme in KUBEFLOW_ROOT_SCHEMES
