@@ -7,7 +7,9 @@
     runs         pipeline/cli/runs.py         runs recorded in ML Metadata
     artifacts    pipeline/cli/artifacts.py    artifacts recorded in ML Metadata
     lineage      pipeline/cli/lineage.py      what produced an artifact, what it produced
-    models       pipeline/cli/models.py       pushed model versions
+    models       pipeline/cli/models.py       pushed model versions (label, promote, pin, unpin, rollback:
+                 pipeline/cli/model_actions.py)
+    model        pipeline/cli/model.py        one version's signatures, run, metrics and data
     kubeflow     pipeline/cli/kubeflow.py     compile for and submit to Kubeflow Pipelines
 
 Exit codes: pipeline/cli/exit_codes.py.
@@ -19,7 +21,7 @@ import sys
 
 import click
 
-from pipeline.cli import artifacts, exit_codes, init, kubeflow, lineage, models, run, runs, serve, tensorboard
+from pipeline.cli import artifacts, exit_codes, init, kubeflow, lineage, model, models, run, runs, serve, tensorboard
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,7 +30,7 @@ def cli() -> None:
 
 
 for command in (init.init, run.run, serve.serve, tensorboard.tensorboard, runs.runs, artifacts.artifacts,
-                lineage.lineage, models.models, kubeflow.kubeflow):
+                lineage.lineage, models.models, kubeflow.kubeflow, model.model):
     cli.add_command(command)
 
 
