@@ -11,17 +11,13 @@ JSON array in the environment and --set; column_roles is a TOML table (the file'
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import types
 import typing
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from ml_metadata.proto import metadata_store_pb2
-
-from pipeline import metadata_url
+from pipeline import config_values, metadata_url
 
 ENV_PREFIX = "TFXSP_"
 # The password of a mysql:// metadata_url without one (pipeline/metadata_url.py): the variable's value, or the first
@@ -133,6 +129,9 @@ class PipelineConfig:
     probe_max_p50_ms: float = 100.0
     probe_max_p99_ms: float = 500.0
     probe_rollback: bool = True  # move a version that fails the probe out of the base path
+    # How often a model server that tfxsp starts re-reads the model config file (tfxsp models label/pin/...
+    # write it): --model_config_file_poll_wait_seconds; whole seconds, as tensorflow_model_server takes them.
+    model_config_poll_s: int = 2
 
     # --- Watching the served model: tfxsp monitor (docs/watching-a-served-model.md) ---
     # TFDV's skew comparison of the logged requests with the training data: a numeric feature whose Jensen-Shannon
@@ -156,6 +155,11 @@ class PipelineConfig:
         """The TF Serving model base path: versions are pushed into numbered folders under it."""
         base = self.serving_model_base or os.path.join(self.tfx_root, "serving_model")
         return os.path.abspath(os.path.join(base, self.model_name))
+
+    @property
+    def model_config_file(self) -> str:
+        """TF Serving's model config file for this model (its version policy and labels), beside its base path."""
+        return self.serving_model_dir + ".models.config"
 
     @property
     def data_dir(self) -> str:
@@ -275,6 +279,7 @@ class PipelineConfig:
             require(0.0 <= getattr(self, key) <= 1.0, key, "must be between 0 and 1")
         for name, threshold in self.monitor_feature_thresholds.items():
             require(0.0 <= threshold <= 1.0, "monitor_feature_thresholds", f"{name!r}: must be between 0 and 1")
+        require(self.model_config_poll_s >= 1, "model_config_poll_s", "must be >= 1 (seconds)")
         self.metadata_connection_config()  # raises ConfigError for a bad URL
         if self.kubeflow_pipeline_root:
             require(urllib.parse.urlparse(self.kubeflow_pipeline_root).scheme in KUBEFLOW_ROOT_SCHEMES
@@ -327,42 +332,16 @@ class PipelineConfig:
                     "registry path Dataflow can pull, e.g. gcr.io/PROJECT/tfx-serving-pipeline:TAG")
 
 
-# What MetadataStore(...) takes: a direct connection (SQLite, MySQL) or an MLMD gRPC client's.
-MetadataConnection = metadata_store_pb2.ConnectionConfig | metadata_store_pb2.MetadataStoreClientConfig
+MetadataConnection = metadata_url.MetadataConnection
 
 
 def metadata_connection_config(url: str, sqlite_path: str) -> MetadataConnection:
-    """MLMD connection from a URL: '' or sqlite:///path (SQLite), mysql://user:pw@host:port/db, or
-    grpc://host:port (the MLMD gRPC service; a MetadataStoreClientConfig)."""
-    config = metadata_store_pb2.ConnectionConfig()
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme == "grpc":
-        try:
-            port = parsed.port
-        except ValueError:
-            port = None
-        if not parsed.hostname or not port:
-            raise ConfigError(f"config 'metadata_url' = {url!r}: an MLMD gRPC URL needs a host and "
-                              "a port: grpc://host:8080")
-        return metadata_store_pb2.MetadataStoreClientConfig(host=parsed.hostname, port=port)
-    if not url or parsed.scheme == "sqlite":
-        config.sqlite.filename_uri = (parsed.path if url else sqlite_path) or sqlite_path
-        config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-        return config
-    if parsed.scheme == "mysql":
-        try:
-            target = metadata_url.parse_mysql_url(url, os.environ.get(METADATA_PASSWORD_ENV, ""),
-                                                  os.environ.get(METADATA_PASSWORD_FILE_ENV, ""))
-        except metadata_url.MetadataUrlError as e:
-            raise ConfigError(str(e)) from None
-        config.mysql.database, config.mysql.user, config.mysql.password = target.database, target.user, target.password
-        if target.socket:  # MLMD aborts the process when both a host and a socket are set
-            config.mysql.socket = target.socket
-        else:
-            config.mysql.host, config.mysql.port = target.host, target.port
-        return config
-    raise ConfigError(f"config 'metadata_url' = {metadata_url.redact_url(url)!r}: use sqlite:///path/to/metadata.db, "
-                      "mysql://user:password@host:port/database or grpc://host:port")
+    """MLMD connection from a URL (pipeline/metadata_url.py), the password also from the environment."""
+    try:
+        return metadata_url.connection_config(url, sqlite_path, os.environ.get(METADATA_PASSWORD_ENV, ""),
+                                              os.environ.get(METADATA_PASSWORD_FILE_ENV, ""))
+    except metadata_url.MetadataUrlError as e:
+        raise ConfigError(str(e)) from None
 
 
 _FIELD_TYPES = typing.get_type_hints(PipelineConfig)
@@ -371,64 +350,10 @@ _FIELD_TYPES = typing.get_type_hints(PipelineConfig)
 def _coerce(key: str, raw: str, where: str = "") -> Any:
     """Parses a string from the environment or --set into the type of the field."""
     kind = _FIELD_TYPES[key]
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
     try:
-        if kind is bool:
-            lowered = raw.strip().lower()
-            if lowered not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(raw)
-            return lowered in ("1", "true", "yes")
-        if origin in (typing.Union, types.UnionType) and type(None) in args:
-            if raw.strip().lower() in ("", "auto", "none"):
-                return None
-            return _coerce_to(next(a for a in args if a is not type(None)), raw)
-        return _coerce_to(kind, raw)
+        return config_values.parse(kind, raw)
     except (ValueError, TypeError):
-        raise ConfigError(f"config '{key}' = {raw!r}{where}: expected {_describe(kind)}") from None
-
-
-def _coerce_to(kind: Any, raw: str) -> Any:
-    if kind is int:
-        return int(raw)
-    if kind is float:
-        return float(raw)
-    if typing.get_origin(kind) is tuple:
-        text = raw.strip()
-        items = json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
-        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise ValueError(raw)
-        return tuple(items)
-    if typing.get_origin(kind) in (Mapping, dict):
-        value = json.loads(raw) if raw.strip() else {}
-        return _mapping(kind, value)
-    return raw
-
-
-def _mapping(kind: Any, value: Any) -> dict[str, Any]:
-    """A JSON object or TOML table checked against Mapping[str, str] or Mapping[str, float]."""
-    if not isinstance(value, dict):
-        raise ValueError(value)
-    if typing.get_args(kind)[1] is float:
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()):
-            raise ValueError(value)
-        return {k: float(v) for k, v in value.items()}
-    if not all(isinstance(v, str) for v in value.values()):
-        raise ValueError(value)
-    return value
-
-
-def _describe(kind: Any) -> str:
-    names = {int: "an int", float: "a float", bool: "true or false", str: "a string"}
-    if typing.get_origin(kind) is tuple:
-        return "a list of column names (a,b,c or a JSON array)"
-    if typing.get_origin(kind) in (Mapping, dict):
-        if typing.get_args(kind)[1] is float:
-            return 'a JSON object of column -> number, e.g. {"body_mass_g": 0.5}'
-        return 'a JSON object of column -> role, e.g. {"Comments": "ignored"}'
-    args = [a for a in typing.get_args(kind) if a is not type(None)]
-    if args and typing.get_origin(kind) in (typing.Union, types.UnionType):
-        return f"{_describe(args[0])} or nothing (unset)"
-    return names.get(kind, str(kind))
+        raise ConfigError(f"config '{key}' = {raw!r}{where}: expected {config_values.describe(kind)}") from None
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -484,10 +409,10 @@ def _from_toml(path: str, key: str, value: Any) -> Any:
         return value
     if typing.get_origin(kind) in (Mapping, dict) and isinstance(value, dict):
         try:
-            return _mapping(kind, value)
+            return config_values.mapping(kind, value)
         except ValueError:
             pass
-    raise ConfigError(f"config '{key}' = {value!r} in {path}: expected {_describe(kind)}")
+    raise ConfigError(f"config '{key}' = {value!r} in {path}: expected {config_values.describe(kind)}")
 
 
 def load_config(overrides: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None,

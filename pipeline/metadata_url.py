@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import urllib.parse
 
+from ml_metadata.proto import metadata_store_pb2
+
 MASK = "***"
 _QUERY_KEYS = ("unix_socket", "password_file")
 
@@ -97,3 +99,38 @@ def describe(target: MySQLTarget) -> str:
     if target.socket:
         return f"mysql://{user}{target.host}/{target.database}?unix_socket={target.socket}"
     return f"mysql://{user}{target.host}:{target.port}/{target.database}"
+
+
+# What MetadataStore(...) takes: a direct connection (SQLite, MySQL) or an MLMD gRPC client's.
+MetadataConnection = metadata_store_pb2.ConnectionConfig | metadata_store_pb2.MetadataStoreClientConfig
+
+
+def connection_config(url: str, sqlite_path: str, password: str = "", password_file: str = "") -> MetadataConnection:
+    """MLMD connection from a URL: '' or sqlite:///path (SQLite), mysql://user:pw@host:port/db, or
+    grpc://host:port (the MLMD gRPC service; a MetadataStoreClientConfig). `password`, `password_file`: a
+    MySQL password's other sources (parse_mysql_url)."""
+    config = metadata_store_pb2.ConnectionConfig()
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "grpc":
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        if not parsed.hostname or not port:
+            raise MetadataUrlError(f"config 'metadata_url' = {url!r}: an MLMD gRPC URL needs a host and "
+                              "a port: grpc://host:8080")
+        return metadata_store_pb2.MetadataStoreClientConfig(host=parsed.hostname, port=port)
+    if not url or parsed.scheme == "sqlite":
+        config.sqlite.filename_uri = (parsed.path if url else sqlite_path) or sqlite_path
+        config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+        return config
+    if parsed.scheme == "mysql":
+        target = parse_mysql_url(url, password, password_file)
+        config.mysql.database, config.mysql.user, config.mysql.password = target.database, target.user, target.password
+        if target.socket:  # MLMD aborts the process when both a host and a socket are set
+            config.mysql.socket = target.socket
+        else:
+            config.mysql.host, config.mysql.port = target.host, target.port
+        return config
+    raise MetadataUrlError(f"config 'metadata_url' = {redact_url(url)!r}: use sqlite:///path/to/metadata.db, "
+                      "mysql://user:password@host:port/database or grpc://host:port")

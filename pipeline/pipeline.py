@@ -13,7 +13,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from components.serving_validation import ServingValidator
-from pipeline import code_fingerprint, evaluation
+from pipeline import baseline, code_fingerprint, evaluation
 from pipeline.modules import features
 
 MODULES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules")
@@ -39,6 +39,7 @@ def create_pipeline(
     enable_cache: bool = True,
     serving_validation: dict[str, Any] | None = None,
     baseline_model_resolver: bool = True,
+    baseline_excludes_candidate: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Builds the TFX pipeline from CSV files in `data_root` to a model pushed to `serving_model_dir`.
 
@@ -49,6 +50,9 @@ def create_pipeline(
     grpc_target, ...); None leaves the probe out. `baseline_model_resolver=False` leaves out the
     Resolver (for open-source KFP 2, which cannot run TFX resolver nodes): the Evaluator then has
     no baseline, TFMA skips the change threshold, and the value threshold alone gates the push.
+    `baseline_excludes_candidate` (pipeline/baseline.py): the baseline is never this run's own model, so that a
+    re-run with nothing changed reuses the Evaluator and Pusher from the cache and pushes nothing; False keeps
+    TFX's LatestBlessedModelStrategy (the only one Kubeflow's compiler translates).
     """
     example_gen = tfx.components.CsvExampleGen(input_base=data_root)
 
@@ -77,17 +81,20 @@ def create_pipeline(
         custom_config={**custom_config, "dataset": dataset.to_dict(),
                        "code_fingerprint": code_fingerprint.fingerprint(code_fingerprint.TRAINER_CODE)})
 
-    # The baseline for the change threshold: the newest model that was blessed before.
+    # The baseline for the change threshold: the newest model that was blessed before (other than this run's).
+    candidate = {baseline.CANDIDATE: trainer.outputs["model"]} if baseline_excludes_candidate else {}
     model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        strategy_class=(baseline.LatestBlessedOtherModelStrategy if baseline_excludes_candidate
+                        else tfx.dsl.experimental.LatestBlessedModelStrategy),
+        **{baseline.MODEL: tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+           baseline.MODEL_BLESSING: tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+           **candidate},
     ).with_id("latest_blessed_model_resolver") if baseline_model_resolver else None
 
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=model_resolver.outputs["model"] if model_resolver else None,
+        baseline_model=model_resolver.outputs[baseline.MODEL] if model_resolver else None,
         eval_config=evaluation.eval_config(dataset, blessing))
 
     # Pushes only when the Evaluator blessed the model.

@@ -29,6 +29,9 @@ class ServingValidatorSpec(types.ComponentSpec):
         "code_fingerprint": ExecutionParameter(type=str, optional=True),
         # JSON: a raw-feature signature's input name -> the example feature that feeds it (the dataset contract).
         "raw_input_features": ExecutionParameter(type=str, optional=True),
+        # Unique to each run, so that TFX never reuses a probe from its cache: a re-run whose Pusher came from the
+        # cache (nothing new pushed) still proves the version that serves the model live.
+        "probe_run": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         "pushed_model": ChannelParameter(type=standard_artifacts.PushedModel),
@@ -64,7 +67,8 @@ class ServingValidator(base_component.BaseComponent):
                  max_p99_ms: float = 500.0,
                  rollback: bool = True,
                  code_fingerprint: str = "",
-                 raw_input_features: dict[str, str] | None = None):
+                 raw_input_features: dict[str, str] | None = None,
+                 probe_run: str = ""):
         spec = ServingValidatorSpec(
             pushed_model=pushed_model, model=model, examples=examples,
             model_name=model_name, rest_url=rest_url, grpc_target=grpc_target,
@@ -72,6 +76,6 @@ class ServingValidator(base_component.BaseComponent):
             num_examples=num_examples, load_deadline_s=load_deadline_s, tolerance=tolerance,
             latency_requests=latency_requests, max_p50_ms=max_p50_ms, max_p99_ms=max_p99_ms,
             rollback=int(rollback), code_fingerprint=code_fingerprint,
-            raw_input_features=json.dumps(raw_input_features or {}, sort_keys=True),
+            raw_input_features=json.dumps(raw_input_features or {}, sort_keys=True), probe_run=probe_run,
             validation=types.Channel(type=ServingValidation))
         super().__init__(spec=spec)

@@ -7,7 +7,9 @@
     runs         pipeline/cli/runs.py         runs recorded in ML Metadata
     artifacts    pipeline/cli/artifacts.py    artifacts recorded in ML Metadata
     lineage      pipeline/cli/lineage.py      what produced an artifact, what it produced
-    models       pipeline/cli/models.py       pushed model versions
+    models       pipeline/cli/models.py       pushed model versions (label, promote, pin, unpin, rollback:
+                 pipeline/cli/model_actions.py)
+    model        pipeline/cli/model.py        one version's signatures, run, metrics and data
     monitor      pipeline/cli/monitor.py      the served model's logged requests vs its training data
     kubeflow     pipeline/cli/kubeflow.py     compile for and submit to Kubeflow Pipelines
     ui           pipeline/cli/ui.py           the browser dashboard over the runs
@@ -27,6 +29,7 @@ from pipeline.cli import (
     init,
     kubeflow,
     lineage,
+    model,
     models,
     monitor,
     run,
@@ -43,7 +46,7 @@ def cli() -> None:
 
 
 for command in (init.init, run.run, serve.serve, tensorboard.tensorboard, runs.runs, artifacts.artifacts,
-                lineage.lineage, models.models, kubeflow.kubeflow, monitor.monitor, ui.ui):
+                lineage.lineage, models.models, model.model, kubeflow.kubeflow, monitor.monitor, ui.ui):
     cli.add_command(command)
 
 

@@ -17,7 +17,9 @@ def serve(ctx: click.Context, set_items: tuple[str, ...]) -> None:
     """Serve the model base path in the foreground (Ctrl-C stops).
 
     Runs the embedded TF Serving-compatible server over <serving_model_base>/<model_name> on the
-    configured ports. Any tensorflow_model_server flag may follow and overrides those defaults,
+    configured ports, from its model config file <serving_model_base>/<model_name>.models.config
+    (written with the defaults when missing; tfxsp models label/pin/rollback change it). Any
+    tensorflow_model_server flag may follow and overrides those defaults,
     e.g. tfxsp serve --enable_batching --file_system_poll_wait_seconds=5.
     """
     config = load(set_items)
@@ -27,6 +29,14 @@ def serve(ctx: click.Context, set_items: tuple[str, ...]) -> None:
                 f"--bind_address={config.serving_host}"]
     if not any(arg.startswith(("--model_config_file", "--help", "--version")) for arg in ctx.args):
         os.makedirs(config.serving_model_dir, exist_ok=True)
+        # The model config file that tfxsp models label/pin/rollback write (the default one when there is none
+        # yet), re-read every model_config_poll_s; the server ignores --model_name/--model_base_path then.
+        from pipeline.lifecycle import model_config
+        model_config.ensure(config.model_config_file, config.model_name, config.serving_model_dir)
+        defaults += [f"--model_config_file={config.model_config_file}",
+                     f"--model_config_file_poll_wait_seconds={config.model_config_poll_s}",
+                     # At start-up the labelled versions are not loaded yet; TF Serving checks labels before.
+                     "--allow_version_labels_for_unavailable_models"]
     else:
         defaults = defaults[2:]  # a model config file names the models itself
     sys.exit(serving_cli.main(defaults + list(ctx.args)))

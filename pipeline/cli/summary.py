@@ -43,7 +43,9 @@ def print_summary(report: RunReport, config: PipelineConfig, log_path: str | Non
         console.print("[bold]Blessing:[/] [bold red]not blessed, not pushed[/]")
         for failure in report.validation_failures:
             console.print(f"  - {failure}")
-    if report.pushed:
+    if report.push_reused:
+        console.print(f"[bold]Pushed:[/] nothing new - {unchanged_push_line(report)} ({report.pushed_destination})")
+    elif report.pushed:
         console.print(f"[bold]Pushed:[/] version {report.pushed_version} -> "
                       f"{report.pushed_destination}")
     if report.serving_validation:
@@ -55,6 +57,15 @@ def print_summary(report: RunReport, config: PipelineConfig, log_path: str | Non
     console.print("  Lineage:      tfxsp lineage served   (also: tfxsp runs, tfxsp models)")
     # describe_connection never shows a password.
     console.print(f"  Metadata:     {describe_connection(config.metadata_connection_config())}")
+
+
+def unchanged_push_line(report: RunReport) -> str:
+    """What a run whose Pusher came from the cache says: the model was pushed before, by an earlier run. It
+    "serves" only when this run's probe proved it (or there was no probe to ask)."""
+    outcome = (report.serving_validation or {}).get("outcome")
+    if outcome in (None, "passed"):
+        return f"unchanged: version {report.pushed_version} already serves this model"
+    return f"unchanged: version {report.pushed_version} holds this model, pushed by an earlier run"
 
 
 def _print_serving_validation(validation: dict) -> None:

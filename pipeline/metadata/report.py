@@ -29,6 +29,8 @@ class RunReport:
     pushed: bool = False
     pushed_version: str | None = None
     pushed_destination: str | None = None
+    # Pusher came from the cache: nothing new was pushed, the version is an earlier run's push of this same model.
+    push_reused: bool = False
     eval_uri: str | None = None
     examples_uri: str | None = None  # CsvExampleGen's output
     # The ServingValidator's report.json (outcome, reason, checks, latency, rollback), when it ran.
@@ -65,6 +67,7 @@ def collect(store: metadata_store.MetadataStore, run_id: str) -> RunReport:
                 report.examples_uri = artifact.uri
             continue
         _read(artifact, report)
+    report.push_reused = report.pushed and any(n.node_id == "Pusher" and n.state == "cached" for n in report.nodes)
     return report
 
 

@@ -122,6 +122,8 @@ def build_pipeline(config: PipelineConfig):
             local_metadata=False,
             # Open-source KFP 2 cannot run TFX's resolver nodes; Vertex AI Pipelines can.
             baseline_model_resolver=config.kubeflow_backend == "vertex",
+            # Its compiler translates only TFX's own resolver strategies (pipeline/baseline.py).
+            baseline_excludes_candidate=False,
             **cluster_paths(config))
 
 

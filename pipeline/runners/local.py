@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import uuid
 from collections.abc import Iterator
 
 from tfx import v1 as tfx
@@ -18,11 +19,14 @@ def bind_pipeline(config: PipelineConfig, *, contract: DatasetContract | None = 
                   pipeline_name: str | None = None, pipeline_root: str | None = None,
                   data_root: str | None = None, serving_model_dir: str | None = None,
                   transform_module_file: str = TRANSFORM_MODULE_FILE, trainer_module_file: str = TRAINER_MODULE_FILE,
-                  local_metadata: bool = True, baseline_model_resolver: bool = True) -> tfx.dsl.Pipeline:
+                  local_metadata: bool = True, baseline_model_resolver: bool = True,
+                  baseline_excludes_candidate: bool = True) -> tfx.dsl.Pipeline:
     """The one binding of config to create_pipeline, shared by every runner. A runner that runs elsewhere (Kubeflow)
     overrides the name, paths and module files as its pods see them (None keeps the config's local value) and sets
     local_metadata=False to leave ML Metadata to the cluster. `contract`: the dataset contract (None: decided here
-    from config.data_dir's CSV files, pipeline/dataset/analysis.py)."""
+    from config.data_dir's CSV files, pipeline/dataset/analysis.py).
+    A local binding gives the ServingValidator a run-unique `probe_run`, so that it probes on every run, also when
+    nothing new was pushed; `baseline_excludes_candidate`: see create_pipeline."""
     if contract is None:
         from pipeline.dataset import analysis
         contract = analysis.analyze(config).contract
@@ -40,8 +44,15 @@ def bind_pipeline(config: PipelineConfig, *, contract: DatasetContract | None = 
         trainer_module_file=trainer_module_file,
         beam_pipeline_args=config.beam_pipeline_args(),
         metadata_connection_config=config.metadata_connection_config() if local_metadata else None,
-        serving_validation=config.serving_validation_args() if config.serving_validation else None,
-        baseline_model_resolver=baseline_model_resolver)
+        serving_validation=_serving_validation(config, local_metadata),
+        baseline_model_resolver=baseline_model_resolver,
+        baseline_excludes_candidate=baseline_excludes_candidate)
+
+
+def _serving_validation(config: PipelineConfig, local: bool) -> dict | None:
+    if not config.serving_validation:
+        return None
+    return {**config.serving_validation_args(), **({"probe_run": uuid.uuid4().hex} if local else {})}
 
 
 def blessing(config: PipelineConfig, contract: DatasetContract) -> evaluation.Blessing:
@@ -78,9 +89,16 @@ def probe_server(config: PipelineConfig, announce=print) -> Iterator[bool]:
         announce(f"Using the model server already answering at {config.rest_url}")
         yield False
         return
+    from pipeline.lifecycle import model_config
+    # From the model config file, so that the labels and pin of tfxsp models hold for the run's server too.
+    model_config.ensure(config.model_config_file, config.model_name, config.serving_model_dir)
     handle = launcher.start_server(
         model_name=config.model_name, model_base_path=config.serving_model_dir, grpc_port=config.grpc_port,
-        rest_port=config.rest_port, host=config.serving_host, wait_for_model=False)
+        rest_port=config.rest_port, host=config.serving_host, wait_for_model=False,
+        extra_args=[f"--model_config_file={config.model_config_file}",
+                    f"--model_config_file_poll_wait_seconds={config.model_config_poll_s}",
+                    # At start-up the labelled versions are not loaded yet; TF Serving checks labels before.
+                    "--allow_version_labels_for_unavailable_models"])
     announce(f"Started a model server ({handle.kind}) for {config.serving_model_dir} on {config.rest_url} (REST) "
              f"and {config.grpc_target} (gRPC)")
     try:

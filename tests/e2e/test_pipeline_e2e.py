@@ -2,7 +2,8 @@
 the `tfxsp run` command in its own process, three times over one pipeline root:
 
 1. a first run that must bless and push a model that classifies the eval split well;
-2. the same run again, which must reuse the cache for every upstream component;
+2. the same run again, which must reuse the cache for every component up to Pusher, push nothing new and still
+   probe the live version;
 3. a run with a threshold the model cannot meet, which must push nothing and say why.
 
 1 and 2 run on both stores: SQLite (pipeline_runs) and a real MariaDB server (mariadb_pipeline_runs, whose first
@@ -131,11 +132,36 @@ def test_pushed_model_classifies_the_eval_split(runs):
     assert tf.reduce_max(tf.abs(raw_outputs["probabilities"] - outputs["probabilities"])) < 1e-5
 
 
-def test_rerun_with_nothing_changed_reuses_the_cache(runs):
+def _pushes(runs):
+    """The PushedModel artifacts in ML Metadata that record a push."""
+    store = metadata_store.MetadataStore(runs.config.metadata_connection_config())
+    return [a for a in store.get_artifacts_by_type("PushedModel") if a.custom_properties["pushed"].int_value == 1]
+
+
+def test_rerun_with_nothing_changed_reuses_the_cache_and_pushes_nothing(runs):
+    first_version = _report(runs).pushed_version
+    versions_before, pushes_before = _versions(runs), _pushes(runs)
     result = runs.run("second")
     assert result.returncode == 0, _output(result)
-    states = {n.node_id: n.state for n in _report(runs).nodes}
+    report = _report(runs)
+    states = {n.node_id: n.state for n in report.nodes}
     assert {n: states[n] for n in UPSTREAM} == {n: "cached" for n in UPSTREAM}
+    # The baseline is not the cached model itself, so the Evaluator's inputs are those of the first run: it and
+    # Pusher come from the cache, and the ServingValidator still probes the live version.
+    assert states["Evaluator"] == "cached" and states["Pusher"] == "cached", states
+    assert states["ServingValidator"] == "complete", states
+    # Nothing new in the model base path, nor in ML Metadata.
+    assert _versions(runs) == versions_before == [first_version]
+    assert [p.id for p in _pushes(runs)] == [p.id for p in pushes_before] and len(pushes_before) == 1
+    assert report.push_reused and report.pushed_version == first_version
+    store = metadata_store.MetadataStore(runs.config.metadata_connection_config())
+    validations = sorted(store.get_artifacts_by_type("tfxsp.ServingValidation"), key=lambda a: a.id)
+    assert len(validations) == 2, "the second run probes again"
+    assert validations[-1].custom_properties["outcome"].string_value == "passed"
+    assert validations[-1].custom_properties["probed_version"].int_value == int(first_version)
+    assert report.serving_validation["outcome"] == "passed"
+    assert f"unchanged: version {first_version} already serves this model" in result.stdout
+    assert "Serving validation: passed" in result.stdout
 
 
 def test_unreachable_threshold_is_not_blessed_and_pushes_nothing(pipeline_runs):
