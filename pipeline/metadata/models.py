@@ -58,19 +58,30 @@ def _version_present(destination: str) -> bool:
 
 
 def list_models(store: metadata_store.MetadataStore, model_base_path: str, *,
-                include_unpushed: bool = False, with_metrics: bool = True) -> list[ModelVersion]:
+                include_unpushed: bool = False, with_metrics: bool = True,
+                offset: int = 0, limit: int | None = None) -> list[ModelVersion]:
     """Pushed model versions, newest first, each with its model, blessing, evaluation metrics and serving
-    validation (when the pipeline has a ServingValidator). About eight MLMD calls."""
-    require_not_empty(store)
-    query = "type = 'PushedModel'"
-    if not include_unpushed:
-        query += " AND custom_properties.pushed.int_value = 1"
-    pushed = newest_first(store.get_artifacts(list_options=metadata_store.ListOptions(filter_query=query)))
+    validation (when the pipeline has a ServingValidator). About eight MLMD calls. `offset`, `limit`: a page of
+    them, whose links alone are gathered (count_models tells how many there are)."""
+    pushed = _pushed(store, include_unpushed)
+    pushed = pushed[offset:None if limit is None else offset + limit]
     if not pushed:
         return []
     links = _Links.gather(store, pushed)
     served = served_version(model_base_path)
     return [links.model_version(artifact, served, with_metrics) for artifact in pushed]
+
+
+def count_models(store: metadata_store.MetadataStore, include_unpushed: bool = False) -> int:
+    return len(_pushed(store, include_unpushed))
+
+
+def _pushed(store: metadata_store.MetadataStore, include_unpushed: bool) -> list:
+    require_not_empty(store)
+    query = "type = 'PushedModel'"
+    if not include_unpushed:
+        query += " AND custom_properties.pushed.int_value = 1"
+    return newest_first(store.get_artifacts(list_options=metadata_store.ListOptions(filter_query=query)))
 
 
 @dataclasses.dataclass

@@ -154,18 +154,19 @@ def models_page(store: metadata_store.MetadataStore, config: PipelineConfig, liv
     """The pushed versions, newest first, a page at a time: the metrics are read (one evaluation folder per
     version) only for the versions shown."""
     from pipeline.metadata.metrics import eval_metrics
-    found = models.list_models(store, config.serving_model_dir, with_metrics=False)
-    pages = max(1, -(-len(found) // per_page))
+    total = models.count_models(store)
+    pages = max(1, -(-total // per_page))
     if page > pages:
-        raise NotFoundError(f"There is no page {page} of models: {len(found)} version(s) make {pages} page(s).")
-    shown = found[(page - 1) * per_page:page * per_page]
+        raise NotFoundError(f"There is no page {page} of models: {total} version(s) make {pages} page(s).")
+    shown = models.list_models(store, config.serving_model_dir, with_metrics=False,
+                               offset=(page - 1) * per_page, limit=per_page)
     for model in shown:
         if model.evaluation_uri:
             model.metrics = eval_metrics(model.evaluation_uri)
     return Page("models.html", {"model_name": config.model_name, "model_base_path": config.serving_model_dir,
                                 "served_version": models.served_version(config.serving_model_dir),
                                 "live": live, "page": page, "pages": pages, "per_page": per_page,
-                                "total": len(found), "models": [m.to_dict() for m in shown]})
+                                "total": total, "models": [m.to_dict() for m in shown]})
 
 
 def lineage_page(store: metadata_store.MetadataStore, config: PipelineConfig, target: str,
