@@ -19,7 +19,7 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from pipeline.modules import callbacks, features, model, signatures
+from pipeline.modules import callbacks, features, model, signatures, tflite_export
 from pipeline.training import launcher, strategies
 
 # What every process of a training cluster runs (named, so that each imports it: see launcher.run_training).
@@ -109,15 +109,19 @@ def _weights_fingerprint(weights: list[np.ndarray]) -> str:
 
 
 def _export(keras_model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
-            contract: features.DatasetContract, class_names: list[str], serving_model_dir: str, chief: bool) -> None:
+            contract: features.DatasetContract, class_names: list[str], serving_model_dir: str, chief: bool,
+            export_tflite: bool = False) -> None:
     """Exports the serving SavedModel once: the chief to serving_model_dir. Every other worker of a
     multi-worker strategy saves too (saving can run collective ops that need every worker), into
-    a temporary folder that it then removes, as in TF's multi-worker Keras guide."""
+    a temporary folder that it then removes, as in TF's multi-worker Keras guide. With export_tflite, the chief
+    also writes model.tflite beside it, where TF Lite can convert it (pipeline/modules/tflite_export.py)."""
     export_dir = serving_model_dir if chief else tempfile.mkdtemp(prefix="tfxsp-export-")
     try:
         tf.saved_model.save(keras_model, export_dir, signatures=signatures.make_signatures(
             keras_model, tf_transform_output, contract, class_names))
         signatures.rename_raw_inputs(export_dir, contract)
+        if chief and export_tflite:
+            tflite_export.export(export_dir)
     finally:
         if not chief:
             tf.io.gfile.rmtree(export_dir)
@@ -166,7 +170,8 @@ def train_and_export(fn_args: tfx.components.FnArgs) -> dict[str, Any]:
         verbose=0)
     train_seconds = time.perf_counter() - start
 
-    _export(keras_model, tf_transform_output, contract, class_names, fn_args.serving_model_dir, chief)
+    _export(keras_model, tf_transform_output, contract, class_names, fn_args.serving_model_dir, chief,
+            export_tflite=bool(hparams.get("export_tflite")))
     summary = _summary(strategy, keras_model, hparams, history, throughput, train_seconds, steps_per_epoch)
     _write_summary(fn_args.model_run_dir, summary, keras_model.get_weights())
     logging.info("Trained (%s): %d steps, %.0f examples/s, final %s", task, summary["steps"],
