@@ -29,6 +29,9 @@ class ServingValidatorSpec(types.ComponentSpec):
         "code_fingerprint": ExecutionParameter(type=str, optional=True),
         # JSON: a raw-feature signature's input name -> the example feature that feeds it (the dataset contract).
         "raw_input_features": ExecutionParameter(type=str, optional=True),
+        # The signatures probed instead of signature_names when the server prefers TF Lite (--prefer_tflite_model)
+        # and the model has a model.tflite; unset: the server serves the SavedModel.
+        "tflite_signature_names": ExecutionParameter(type=list[str], optional=True),
     }
     INPUTS = {
         "pushed_model": ChannelParameter(type=standard_artifacts.PushedModel),
@@ -64,7 +67,8 @@ class ServingValidator(base_component.BaseComponent):
                  max_p99_ms: float = 500.0,
                  rollback: bool = True,
                  code_fingerprint: str = "",
-                 raw_input_features: dict[str, str] | None = None):
+                 raw_input_features: dict[str, str] | None = None,
+                 tflite_signature_names: list[str] | None = None):
         spec = ServingValidatorSpec(
             pushed_model=pushed_model, model=model, examples=examples,
             model_name=model_name, rest_url=rest_url, grpc_target=grpc_target,
@@ -73,5 +77,6 @@ class ServingValidator(base_component.BaseComponent):
             latency_requests=latency_requests, max_p50_ms=max_p50_ms, max_p99_ms=max_p99_ms,
             rollback=int(rollback), code_fingerprint=code_fingerprint,
             raw_input_features=json.dumps(raw_input_features or {}, sort_keys=True),
+            tflite_signature_names=tflite_signature_names or None,
             validation=types.Channel(type=ServingValidation))
         super().__init__(spec=spec)

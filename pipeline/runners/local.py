@@ -80,7 +80,9 @@ def probe_server(config: PipelineConfig, announce=print) -> Iterator[bool]:
         return
     handle = launcher.start_server(
         model_name=config.model_name, model_base_path=config.serving_model_dir, grpc_port=config.grpc_port,
-        rest_port=config.rest_port, host=config.serving_host, wait_for_model=False)
+        rest_port=config.rest_port, host=config.serving_host, wait_for_model=False,
+        # export_tflite: serve the model.tflite beside each SavedModel, so that the probe validates that one.
+        extra_args=["--prefer_tflite_model"] if config.export_tflite else [])
     announce(f"Started a model server ({handle.kind}) for {config.serving_model_dir} on {config.rest_url} (REST) "
              f"and {config.grpc_target} (gRPC)")
     try:
