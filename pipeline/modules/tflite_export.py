@@ -31,6 +31,7 @@ def convert(saved_model_dir: str) -> bytes:
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=list(CONVERTED_SIGNATURES))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
     content = converter.convert()
+    _check_tables_initialized(content)
     return _with_served_signature(content, _saved_signature_def(saved_model_dir, SERVED_SIGNATURE))
 
 
@@ -48,6 +49,21 @@ def export(saved_model_dir: str) -> str | None:
     tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
     logging.info("export_tflite: wrote %s (%d bytes)", path, len(content))
     return path
+
+
+def _check_tables_initialized(content: bytes) -> None:
+    """Raises where the converted model looks values up in tables that nothing fills. TF Lite initializes a table
+    only from tensors (its HASHTABLE_IMPORT op); a table that TensorFlow fills from a file (tf.Transform's
+    vocabularies: InitializeTableFromTextFileV2) is converted without its initializer, and every run of the model
+    then fails ("hashtable need to be initialized before using"): not a conversion."""
+    from serving.tflite_servable import parse_model, schema
+
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    used = {names.get(max(c.builtinCode, c.deprecatedBuiltinCode)) for c in parse_model(content).operatorCodes or ()}
+    if "HASHTABLE_FIND" in used and "HASHTABLE_IMPORT" not in used:
+        raise ValueError("the converted model looks up tables that TF Lite leaves empty: their TensorFlow "
+                         "initializers read files (the transform graph's vocabularies), which TF Lite cannot; "
+                         "every run would fail with 'hashtable need to be initialized before using'")
 
 
 def _saved_signature_def(saved_model_dir: str, name: str) -> meta_graph_pb2.SignatureDef:
