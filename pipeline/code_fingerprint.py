@@ -12,8 +12,9 @@ import os
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the Trainer's run_fn runs, besides the packages of the lock: pipeline/modules/ imports pipeline.training and
-# nothing else of the project (tests/pipeline/test_layout.py holds it to that).
-TRAINER_CODE = ("pipeline/__init__.py", "pipeline/modules", "pipeline/training")
+# serving (tests/pipeline/test_layout.py holds it to that), of which export_tflite runs the TF Lite model file's
+# functions (parse_model, with_signature_defs).
+TRAINER_CODE = ("pipeline/__init__.py", "pipeline/modules", "pipeline/training", "serving/tflite_servable.py")
 # What the ServingValidator's executor runs: its component and the serving client it probes with.
 SERVING_VALIDATOR_CODE = ("components/serving_validation", "serving/client.py")
 

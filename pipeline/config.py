@@ -110,6 +110,8 @@ class PipelineConfig:
     random_seed: int = 42
     tensorboard_update_freq: int = 10  # steps between per-step scalars; 0 = per epoch only
     histogram_freq: int = 1  # epochs between weight histograms; 0 = off
+    # Also write model.tflite beside the SavedModel (when TF Lite's converter can), and serve that one in the probe
+    export_tflite: bool = False
 
     # --- Evaluation (TFMA): unset thresholds mean "beat the naive baseline by baseline_margin" ---
     min_accuracy: float | None = None  # classification: the candidate must reach this eval accuracy
@@ -207,7 +209,7 @@ class PipelineConfig:
         keys = ("strategy", "cpu_replicas", "workers", "parameter_servers", "model_parallel_devices",
                 "data_parallel_replicas", "epochs",
                 "batch_size", "learning_rate", "hidden_units", "embedding_dim", "random_seed",
-                "tensorboard_update_freq", "histogram_freq")
+                "tensorboard_update_freq", "histogram_freq", "export_tflite")
         return {key: getattr(self, key) for key in keys}
 
     def serving_validation_args(self) -> dict[str, Any]:
@@ -218,6 +220,7 @@ class PipelineConfig:
             "load_deadline_s": self.probe_deadline_s, "tolerance": self.probe_tolerance,
             "max_p50_ms": self.probe_max_p50_ms, "max_p99_ms": self.probe_max_p99_ms,
             "rollback": self.probe_rollback,
+            "prefer_tflite_model": self.export_tflite,
         }
 
     def metadata_connection_config(self) -> MetadataConnection:

@@ -14,7 +14,7 @@ from tfx import v1 as tfx
 
 from components.serving_validation import ServingValidator
 from pipeline import baseline, code_fingerprint, evaluation
-from pipeline.modules import features
+from pipeline.modules import features, tflite_export
 
 MODULES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules")
 TRANSFORM_MODULE_FILE = os.path.join(MODULES_DIR, "transform.py")
@@ -107,6 +107,10 @@ def create_pipeline(
     components = [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
                   *([model_resolver] if model_resolver else []), evaluator, pusher]
     if serving_validation is not None:
+        serving_validation = dict(serving_validation)
+        # export_tflite: the server prefers model.tflite, which serves one signature (pipeline/modules/tflite_export.py)
+        tflite_signatures = [tflite_export.SERVED_SIGNATURE] if serving_validation.pop("prefer_tflite_model", False) \
+            else None
         # Proves the push live over REST and gRPC; rolls the version back when it fails.
         components.append(ServingValidator(
             pushed_model=pusher.outputs["pushed_model"],
@@ -114,6 +118,7 @@ def create_pipeline(
             examples=example_gen.outputs["examples"],
             signature_names=["serving_default", "serving_raw"],
             raw_input_features={c.name: c.key for c in dataset.features},
+            tflite_signature_names=tflite_signatures,
             code_fingerprint=code_fingerprint.fingerprint(code_fingerprint.SERVING_VALIDATOR_CODE),
             **serving_validation))
 

@@ -32,6 +32,9 @@ class ServingValidatorSpec(types.ComponentSpec):
         # Unique to each run, so that TFX never reuses a probe from its cache: a re-run whose Pusher came from the
         # cache (nothing new pushed) still proves the version that serves the model live.
         "probe_run": ExecutionParameter(type=str, optional=True),
+        # The signatures probed instead of signature_names when the server prefers TF Lite (--prefer_tflite_model)
+        # and the model has a model.tflite; unset: the server serves the SavedModel.
+        "tflite_signature_names": ExecutionParameter(type=list[str], optional=True),
     }
     INPUTS = {
         "pushed_model": ChannelParameter(type=standard_artifacts.PushedModel),
@@ -68,7 +71,7 @@ class ServingValidator(base_component.BaseComponent):
                  rollback: bool = True,
                  code_fingerprint: str = "",
                  raw_input_features: dict[str, str] | None = None,
-                 probe_run: str = ""):
+                 probe_run: str = "", tflite_signature_names: list[str] | None = None):
         spec = ServingValidatorSpec(
             pushed_model=pushed_model, model=model, examples=examples,
             model_name=model_name, rest_url=rest_url, grpc_target=grpc_target,
@@ -77,5 +80,6 @@ class ServingValidator(base_component.BaseComponent):
             latency_requests=latency_requests, max_p50_ms=max_p50_ms, max_p99_ms=max_p99_ms,
             rollback=int(rollback), code_fingerprint=code_fingerprint,
             raw_input_features=json.dumps(raw_input_features or {}, sort_keys=True), probe_run=probe_run,
+            tflite_signature_names=tflite_signature_names or None,
             validation=types.Channel(type=ServingValidation))
         super().__init__(spec=spec)

@@ -24,12 +24,16 @@ from typing import Any
 from absl import logging
 from tfx.dsl.components.base import base_executor
 from tfx.types import Artifact, artifact_utils
+from tfx.utils import path_utils
 
 from components.serving_validation import expected, probes
 from components.serving_validation.artifact import FAILED, INCONCLUSIVE, PASSED, REPORT_FILE, SKIPPED
 
 # Why a probe that did not pass proves nothing against the model, beyond probes.SERVER and probes.SUPERSEDED.
 OTHER_PUSH = "another push"
+# What the trainer writes beside the SavedModel with export_tflite (pipeline/modules/tflite_export.py), and what a
+# model server started with --prefer_tflite_model serves instead of the SavedModel.
+TFLITE_MODEL_FILE = "model.tflite"
 
 
 class Executor(base_executor.BaseExecutor):
@@ -74,15 +78,17 @@ def validate(version: int, model: Artifact, examples: Artifact,
     report: dict[str, Any] = {"probed_version": version, "model_name": params["model_name"],
                               "rest_url": params["rest_url"], "grpc_target": params["grpc_target"],
                               "checks": []}
+    served_format, signature_names = probed_format(model, params)
+    report["served_format"] = served_format
     try:
-        probe_inputs = expected.probe_inputs(model, examples, list(params["signature_names"]),
+        probe_inputs = expected.probe_inputs(model, examples, signature_names,
                                              params["num_examples"],
                                              json.loads(params.get("raw_input_features") or "{}"))
         if destination:
             _check_pushed_folder(destination, version, model)
         probes.wait_until_served(client, version, params["load_deadline_s"])
         report["checks"].append({"check": "model status (REST and gRPC)", "ok": True})
-        probes.check_metadata(client, version, list(params["signature_names"]))
+        probes.check_metadata(client, version, signature_names)
         report["checks"].append({"check": "GetModelMetadata", "ok": True})
         for probe in probe_inputs:
             report["checks"] += probes.check_predictions(client, version, probe,
@@ -106,6 +112,17 @@ def validate(version: int, model: Artifact, examples: Artifact,
     finally:
         client.close()
     return report
+
+
+def probed_format(model: Artifact, params: dict[str, Any]) -> tuple[str, list[str]]:
+    """What the server serves of the pushed version, "tflite" or "saved_model", and the signatures to probe: with
+    `tflite_signature_names` (the server prefers TF Lite) and a model.tflite beside the SavedModel, those that the
+    TF Lite model serves; else the SavedModel's `signature_names`. Either way the served answers are compared with
+    the in-process SavedModel's."""
+    tflite_names = list(params.get("tflite_signature_names") or [])
+    if tflite_names and os.path.isfile(os.path.join(path_utils.serving_model_path(model.uri), TFLITE_MODEL_FILE)):
+        return "tflite", tflite_names
+    return "saved_model", list(params["signature_names"])
 
 
 def newer_versions(destination: str, version: int) -> list[int]:

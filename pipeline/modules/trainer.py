@@ -19,7 +19,7 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from pipeline.modules import callbacks, features, model, signatures, warmup
+from pipeline.modules import callbacks, features, model, signatures, tflite_export, warmup
 from pipeline.training import launcher, placement, strategies
 from pipeline.training import mesh as dtensor_mesh
 
@@ -116,10 +116,12 @@ def _weights_fingerprint(weights: list[np.ndarray]) -> str:
 
 
 def _export(keras_model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
-            contract: features.DatasetContract, class_names: list[str], serving_model_dir: str, chief: bool) -> None:
+            contract: features.DatasetContract, class_names: list[str], serving_model_dir: str, chief: bool,
+            export_tflite: bool = False) -> None:
     """Exports the serving SavedModel once: the chief to serving_model_dir. Every other worker of a
     multi-worker strategy saves too (saving can run collective ops that need every worker), into
-    a temporary folder that it then removes, as in TF's multi-worker Keras guide."""
+    a temporary folder that it then removes, as in TF's multi-worker Keras guide. With export_tflite, the chief
+    also writes model.tflite beside it, where TF Lite can convert it (pipeline/modules/tflite_export.py)."""
     export_dir = serving_model_dir if chief else tempfile.mkdtemp(prefix="tfxsp-export-")
     try:
         tf.saved_model.save(keras_model, export_dir, signatures=signatures.make_signatures(
@@ -127,6 +129,8 @@ def _export(keras_model: tf.keras.Model, tf_transform_output: tft.TFTransformOut
         signatures.rename_raw_inputs(export_dir, contract)
         if chief:  # TF Serving replays these when it loads the version (--enable_model_warmup)
             warmup.write_warmup_requests(export_dir, contract, tf_transform_output.raw_feature_spec())
+        if chief and export_tflite:
+            tflite_export.export(export_dir)
     finally:
         if not chief:
             tf.io.gfile.rmtree(export_dir)
@@ -202,7 +206,8 @@ def train_and_export(fn_args: tfx.components.FnArgs) -> dict[str, Any]:
     distribution = _distribution(hparams, strategy, keras_model, mesh, global_batch_size, train_data)
     if chief:
         _write_json(os.path.join(fn_args.model_run_dir, "distribution.json"), distribution)
-    _export(export_model, tf_transform_output, contract, class_names, fn_args.serving_model_dir, chief)
+    _export(export_model, tf_transform_output, contract, class_names, fn_args.serving_model_dir, chief,
+            export_tflite=bool(hparams.get("export_tflite")))
     summary = _summary(strategy, keras_model, hparams, history, throughput, train_seconds, steps_per_epoch,
                        replicas, weights, distribution)
     _write_summary(fn_args.model_run_dir, summary, weights)

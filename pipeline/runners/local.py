@@ -98,7 +98,9 @@ def probe_server(config: PipelineConfig, announce=print) -> Iterator[bool]:
         extra_args=[f"--model_config_file={config.model_config_file}",
                     f"--model_config_file_poll_wait_seconds={config.model_config_poll_s}",
                     # At start-up the labelled versions are not loaded yet; TF Serving checks labels before.
-                    "--allow_version_labels_for_unavailable_models"])
+                    "--allow_version_labels_for_unavailable_models",
+                    # export_tflite: serve the model.tflite beside each SavedModel, so that the probe validates it.
+                    *(["--prefer_tflite_model"] if config.export_tflite else [])])
     announce(f"Started a model server ({handle.kind}) for {config.serving_model_dir} on {config.rest_url} (REST) "
              f"and {config.grpc_target} (gRPC)")
     try:

@@ -78,3 +78,12 @@ def test_trainer_hparams_carry_the_training_settings():
     hparams = load_config({"strategy": "default", "epochs": "3"}, environ={}).trainer_hparams()
     assert hparams["strategy"] == "default" and hparams["epochs"] == 3
     assert {"batch_size", "learning_rate", "random_seed", "histogram_freq"} <= set(hparams)
+
+
+def test_export_tflite_reaches_the_trainer_and_the_probe_and_is_validated():
+    assert load_config({}, environ={}).export_tflite is False
+    config = load_config({"export_tflite": "true"}, environ={})
+    assert config.trainer_hparams()["export_tflite"] is True
+    assert config.serving_validation_args()["prefer_tflite_model"] is True
+    with pytest.raises(ConfigError, match="export_tflite"):
+        load_config({"export_tflite": "sometimes"}, environ={})
