@@ -110,6 +110,9 @@ class PipelineConfig:
     random_seed: int = 42
     tensorboard_update_freq: int = 10  # steps between per-step scalars; 0 = per epoch only
     histogram_freq: int = 1  # epochs between weight histograms; 0 = off
+    # Export the weights of the epoch with the lowest validation loss, not the last epoch's: on a small CSV a fixed
+    # number of steps can overfit long before the end (not on a DTensor mesh, whose weights Keras cannot copy)
+    keep_best_epoch: bool = True
     # Also write model.tflite beside the SavedModel (when TF Lite's converter can), and serve that one in the probe
     export_tflite: bool = False
 
@@ -209,7 +212,7 @@ class PipelineConfig:
         keys = ("strategy", "cpu_replicas", "workers", "parameter_servers", "model_parallel_devices",
                 "data_parallel_replicas", "epochs",
                 "batch_size", "learning_rate", "hidden_units", "embedding_dim", "random_seed",
-                "tensorboard_update_freq", "histogram_freq", "export_tflite")
+                "tensorboard_update_freq", "histogram_freq", "keep_best_epoch", "export_tflite")
         return {key: getattr(self, key) for key in keys}
 
     def serving_validation_args(self) -> dict[str, Any]:

@@ -187,12 +187,17 @@ def train_and_export(fn_args: tfx.components.FnArgs) -> dict[str, Any]:
         validation = callbacks.FreshValidation(lambda: _train_and_eval_data(
             fn_args, strategy, tf_transform_output, global_batch_size, hparams["random_seed"], mesh)[1],
             fn_args.eval_steps)
+    # Never stops early (patience: every epoch); at the end puts back the weights of the best validation epoch.
+    best_epoch = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=hparams["epochs"],
+                                                  restore_best_weights=True)
+    keep_best = hparams.get("keep_best_epoch", True) and mesh is None
     history = keras_model.fit(
         train_data, epochs=hparams["epochs"], steps_per_epoch=steps_per_epoch,
         validation_data=None if mesh is not None else eval_data, validation_steps=fn_args.eval_steps,
         callbacks=[throughput, *callbacks.callbacks(fn_args.model_run_dir, vocabularies, hparams, chief,
                                                     gather=dtensor_mesh.gather if mesh is not None else None,
-                                                    validation=validation)],
+                                                    validation=validation),
+                   *([best_epoch] if keep_best else [])],
         verbose=0)
     train_seconds = time.perf_counter() - start
 
@@ -210,6 +215,7 @@ def train_and_export(fn_args: tfx.components.FnArgs) -> dict[str, Any]:
             export_tflite=bool(hparams.get("export_tflite")))
     summary = _summary(strategy, keras_model, hparams, history, throughput, train_seconds, steps_per_epoch,
                        replicas, weights, distribution)
+    summary["kept_epoch"] = best_epoch.best_epoch + 1 if keep_best else hparams["epochs"]
     _write_summary(fn_args.model_run_dir, summary, weights)
     logging.info("Trained (%s): %d steps, %.0f examples/s, final %s", task, summary["steps"],
                  summary["examples_per_second"], {k: round(v[-1], 4) for k, v in summary["history"].items()})

@@ -70,6 +70,9 @@ def _kernel_holders(training):
 def _assert_trained_well(training, pipeline_root, summary):
     assert summary["keras"].startswith("tf_keras"), summary["keras"]
     assert summary["history"]["val_accuracy"][-1] >= 0.9, summary["history"]
+    # The export holds the weights of the epoch with the lowest validation loss (keep_best_epoch).
+    val_loss = summary["history"]["val_loss"]
+    assert summary["kept_epoch"] == 1 + val_loss.index(min(val_loss)), summary["history"]
     accuracy = fixtures.eval_accuracy(training.serving_model_dir, pipeline_root)
     assert accuracy >= 0.9, accuracy
 
