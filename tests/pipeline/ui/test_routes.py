@@ -1,5 +1,6 @@
-"""Every page of `tfxsp ui` and its JSON twin, on the store of the session's real pipeline run (tests/conftest.py):
-the first run blessed, pushed and probed a model. Later tests of the session may add runs to that store, so the
+"""Every page of `tfxsp ui` and its JSON twin, on the store of the session's real pipeline run (tests/conftest.py),
+in SQLite and on a real MariaDB server (the first pipeline of the shared store): the first run blessed, pushed and
+probed a model. Later tests of the session may add runs to that store, so the
 first run is found by position (the oldest), never assumed to be the newest."""
 import hashlib
 import json
@@ -14,26 +15,27 @@ from pipeline.config import load_config
 from pipeline.metadata import runs as runs_api
 from tests.support.dashboard import Dashboard
 
-pytestmark = pytest.mark.timeout(1200)
+# The runs fixture picks the shared runs by name: the shared_runs group of tests/conftest.py.
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.xdist_group("shared_runs")]
 
 COMPONENTS = ["CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform", "Trainer",
               "Evaluator", "Pusher", "ServingValidator"]
 
 
-@pytest.fixture(scope="module")
-def store_file(pipeline_runs):
-    return pipeline_runs.config.metadata_path
+@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
+def runs(request):
+    return request.getfixturevalue({"sqlite": "pipeline_runs", "mariadb": "mariadb_pipeline_runs"}[request.param])
 
 
 @pytest.fixture(scope="module")
-def first_run(pipeline_runs):
-    store = metadata_store.MetadataStore(pipeline_runs.config.metadata_connection_config())
-    return runs_api.pipeline_runs(store, pipeline_runs.config.pipeline_name)[0].name
+def first_run(runs):
+    store = metadata_store.MetadataStore(runs.config.metadata_connection_config())
+    return runs_api.pipeline_runs(store, runs.config.pipeline_name)[0].name
 
 
 @pytest.fixture(scope="module")
-def dashboard(pipeline_runs):
-    served = Dashboard(pipeline_runs.config)
+def dashboard(runs):
+    served = Dashboard(runs.config)
     yield served
     served.close()
 
@@ -148,14 +150,14 @@ def test_training_page_draws_the_curves_of_the_trainer_event_files(dashboard, fi
     assert _svgs_parse(page) == len(data["by_metric"]) and "validation" in page
 
 
-def test_models_page_lists_the_pushed_version_and_says_when_no_server_answers(dashboard, pipeline_runs,
+def test_models_page_lists_the_pushed_version_and_says_when_no_server_answers(dashboard, runs,
                                                                               first_run):
     data = _ok(dashboard, "/api/models", "application/json")
     pushed = next(m for m in data["models"] if m["run_id"] == first_run)
     assert pushed["pushed"] and pushed["blessed"] and pushed["serving_validation"]["outcome"] == "passed"
     assert data["served_version"] == max((m["version"] for m in data["models"] if m["present"]), key=int)
     # No model server runs here (the run's probe server stopped with the run): the page says so, at once.
-    assert data["live"]["answered"] is False and str(pipeline_runs.rest_port) in data["live"]["url"]
+    assert data["live"]["answered"] is False and str(runs.rest_port) in data["live"]["url"]
     page = _ok(dashboard, "/models")
     assert "No model server answers" in page and pushed["version"] in page
     assert f'href="/lineage/{pushed["pushed_model_id"]}"' in page
@@ -202,9 +204,18 @@ def test_unknown_ids_are_404_pages_and_json(dashboard):
     assert status == 400 and "direction must be" in json.loads(text)["message"]
 
 
-def test_the_dashboard_never_writes_to_the_store(pipeline_runs, store_file, first_run):
-    before = _digest(store_file)
-    served = Dashboard(pipeline_runs.config)
+def _store_state(config):
+    """Everything the dashboard could change in the store: each record's id and last update time."""
+    store = metadata_store.MetadataStore(config.metadata_connection_config())
+    return [sorted((r.id, r.last_update_time_since_epoch) for r in records) for records in (
+        store.get_artifacts(), store.get_executions(), store.get_contexts())] + [
+        len(store.get_events_by_execution_ids([e.id for e in store.get_executions()]))]
+
+
+def test_the_dashboard_never_writes_to_the_store(runs, first_run):
+    sqlite = not runs.config.metadata_url
+    before = _digest(runs.config.metadata_path) if sqlite else _store_state(runs.config)
+    served = Dashboard(runs.config)
     try:
         run = _quoted(first_run)
         for path in ("/runs", f"/runs/{run}", f"/runs/{run}/data", f"/runs/{run}/evaluation",
@@ -213,7 +224,7 @@ def test_the_dashboard_never_writes_to_the_store(pipeline_runs, store_file, firs
             assert served.get("/api" + path)[0] == 200, path
     finally:
         served.close()
-    assert _digest(store_file) == before
+    assert (_digest(runs.config.metadata_path) if sqlite else _store_state(runs.config)) == before
 
 
 def test_no_store_is_a_page_that_says_how_to_make_one(tmp_path):
