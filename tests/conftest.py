@@ -4,7 +4,7 @@ two pipelines that ran at once against one store on it.
 `make test` runs the tests in two pytest-xdist workers (`--dist loadgroup`). A session fixture is made once per
 worker, so every test that uses one of the shared pipeline runs goes to the same worker, the group "shared_runs"
 (a module that picks one with request.getfixturevalue names that group itself; modules that share another
-expensive fixture name a group of their own, with `xdist_group`).
+expensive fixture name a group of their own, with `xdist_group`); every other module is a group of its own.
 """
 import os
 import shutil
@@ -140,3 +140,7 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if any(name in getattr(item, "fixturenames", ()) for name in SHARED_SESSION_FIXTURES):
             item.add_marker(pytest.mark.xdist_group(SHARED_RUNS))
+        elif item.get_closest_marker("xdist_group") is None:
+            # Else a module is one unit of work, as with --dist loadfile: its module-scoped fixtures (a pipeline
+            # run per dataset, say) are made once, not once on each worker.
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
