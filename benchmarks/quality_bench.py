@@ -86,7 +86,9 @@ def _served(config, rows: list[dict], task: str) -> list:
         body = json.dumps({"signature_name": "serving_raw", "instances": rows}).encode()
         request = urllib.request.Request(f"{server.rest_url}/v1/models/{config.model_name}:predict", data=body)
         with urllib.request.urlopen(request, timeout=120) as response:
-            return [p[output] for p in json.loads(response.read())["predictions"]]
+            # TF Serving's row format: one object per row, or the bare value when the signature has one output
+            # (regression serves `predictions` alone).
+            return [p[output] if isinstance(p, dict) else p for p in json.loads(response.read())["predictions"]]
 
 
 def _baseline(contract, train, test) -> list:
