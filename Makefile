@@ -60,7 +60,7 @@ ui: $(STAMP) ## The browser dashboard over the runs at http://127.0.0.1:8080/ (C
 lint: $(STAMP) ## Lint the project with ruff (ruff.toml)
 	$(VENV)/bin/ruff check .
 
-# Two pytest-xdist workers, one per core; tests sharing a session-wide pipeline run share a worker
+# Two pytest-xdist workers, one per core: whole modules, and the modules sharing a pipeline run together
 # (tests/conftest.py). TEST_WORKERS=0 runs everything in this process.
 TEST_WORKERS ?= 2
 

@@ -1,12 +1,14 @@
 """Session fixtures: one real pipeline run that several test modules build on; the private MariaDB server, and the
 two pipelines that ran at once against one store on it.
 
-`make test` runs the tests in two pytest-xdist workers (`--dist loadgroup`). A session fixture is made once per
-worker, so every test that uses one of the shared pipeline runs goes to the same worker, the group "shared_runs"
-(a module that picks one with request.getfixturevalue names that group itself; modules that share another
-expensive fixture name a group of their own, with `xdist_group`); every other module is a group of its own.
+`make test` runs the tests in two pytest-xdist workers. A session fixture is made once per worker, so every module
+that uses one of the shared pipeline runs goes to the same worker, the group "shared_runs"; modules that share
+another expensive fixture name a group of their own with `xdist_group`; every other module is a group of its own
+(pytest_xdist_make_scheduler below).
 """
+import functools
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -133,14 +135,31 @@ def mariadb_pipeline_runs(shared_store) -> PipelineRuns:
 
 SHARED_RUNS = "shared_runs"
 SHARED_SESSION_FIXTURES = ("pipeline_runs", "mariadb_pipeline_runs", "shared_store")
+_GROUP_MARK = re.compile(r"""xdist_group\(["']([^"']+)["']\)""")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
-def pytest_collection_modifyitems(items) -> None:
-    for item in items:
-        if any(name in getattr(item, "fixturenames", ()) for name in SHARED_SESSION_FIXTURES):
-            item.add_marker(pytest.mark.xdist_group(SHARED_RUNS))
-        elif item.get_closest_marker("xdist_group") is None:
-            # Else a module is one unit of work, as with --dist loadfile: its module-scoped fixtures (a pipeline
-            # run per dataset, say) are made once, not once on each worker.
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+def pytest_xdist_make_scheduler(config, log):
+    """Whole modules to each worker (their module-scoped pipeline runs made once), and the modules that use one of
+    the session's shared pipeline runs, or name an `xdist_group`, together on one worker. pytest-xdist's own
+    --dist loadgroup cannot do it with pytest 9 (it renames a private attribute pytest no longer reads), so the
+    groups are read here from each module's text, which the scheduler (it sees node ids only) can open."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group_of(os.path.join(str(config.rootpath), nodeid.split("::")[0]))
+
+    return ModulesAndGroups(config, log)
+
+
+@functools.cache
+def _group_of(module_path: str) -> str:
+    try:
+        with open(module_path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return module_path
+    if any(name in text for name in SHARED_SESSION_FIXTURES):
+        return SHARED_RUNS
+    named = _GROUP_MARK.search(text)
+    return named.group(1) if named else module_path

@@ -18,7 +18,8 @@ import pytest
 from tests.support import serving
 from tests.support import training as fixtures
 
-pytestmark = pytest.mark.timeout(1200)
+# The training pipeline run of tests/support/training.py, shared with test_strategies and test_tensorboard.
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.xdist_group("training")]
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,8 @@ from pipeline.modules import tflite_export
 from tests.support import training as fixtures
 from tests.support.serving import start, stop
 
-pytestmark = pytest.mark.timeout(1500)
+# The training pipeline run of tests/support/training.py, shared with test_strategies and test_tensorboard.
+pytestmark = [pytest.mark.timeout(1500), pytest.mark.xdist_group("training")]
 
 MODEL_NAME = "penguin"
 TOLERANCE = 1e-5  # the ServingValidator's default (config probe_tolerance)
