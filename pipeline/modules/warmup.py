@@ -45,9 +45,10 @@ def raw_inputs(rows: list[dict[str, str]], contract: features.DatasetContract,
 
 
 def _example(row: dict[str, str], contract: features.DatasetContract, raw_feature_spec: dict[str, Any]) -> bytes:
-    """A row as CsvExampleGen writes it: a cell in its column's type, an empty cell left out."""
+    """A row as CsvExampleGen writes it: a cell in its column's type, an empty cell left out. Every column of the
+    raw feature spec, the ignored ones too: serving_default parses them all (a required one missing fails)."""
     example = tf.train.Example()
-    for column in contract.features:
+    for column in contract.columns:
         spec = raw_feature_spec.get(column.key)
         text = row.get(column.name, "").strip()
         if spec is None or text == "":
@@ -82,7 +83,7 @@ def warmup_logs(contract: features.DatasetContract, raw_feature_spec: dict[str, 
             request.inputs[name].CopyFrom(tf.make_tensor_proto(tensor))
         logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)))
     # serving_default parses tf.Examples: a FixedLenFeature (a column without gaps in training) must have a value.
-    fixed = [c for c in contract.features
+    fixed = [c for c in contract.columns
              if isinstance(raw_feature_spec.get(c.key), tf.io.FixedLenFeature)
              and raw_feature_spec[c.key].default_value is None]
     complete = [row for row in rows if all(_has_value(row.get(c.name, ""), raw_feature_spec[c.key]) for c in fixed)]
