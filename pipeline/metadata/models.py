@@ -63,7 +63,7 @@ def list_models(store: metadata_store.MetadataStore, model_base_path: str, *,
     """Pushed model versions, newest first, each with its model, blessing, evaluation metrics and serving
     validation (when the pipeline has a ServingValidator). About eight MLMD calls. `offset`, `limit`: a page of
     them, whose links alone are gathered (count_models tells how many there are)."""
-    pushed = _pushed(store, include_unpushed)
+    pushed = _pushed(store, include_unpushed, model_base_path)
     pushed = pushed[offset:None if limit is None else offset + limit]
     if not pushed:
         return []
@@ -72,16 +72,22 @@ def list_models(store: metadata_store.MetadataStore, model_base_path: str, *,
     return [links.model_version(artifact, served, with_metrics) for artifact in pushed]
 
 
-def count_models(store: metadata_store.MetadataStore, include_unpushed: bool = False) -> int:
-    return len(_pushed(store, include_unpushed))
+def count_models(store: metadata_store.MetadataStore, model_base_path: str, include_unpushed: bool = False) -> int:
+    return len(_pushed(store, include_unpushed, model_base_path))
 
 
-def _pushed(store: metadata_store.MetadataStore, include_unpushed: bool) -> list:
+def _pushed(store: metadata_store.MetadataStore, include_unpushed: bool, model_base_path: str) -> list:
+    """The PushedModels, newest first; of a push, only those into this model base path (a store that several
+    pipelines share holds the others' too)."""
     require_not_empty(store)
     query = "type = 'PushedModel'"
     if not include_unpushed:
         query += " AND custom_properties.pushed.int_value = 1"
-    return newest_first(store.get_artifacts(list_options=metadata_store.ListOptions(filter_query=query)))
+    base = os.path.normpath(model_base_path) + os.sep if model_base_path else ""
+    return newest_first([a for a in store.get_artifacts(list_options=metadata_store.ListOptions(filter_query=query))
+                         if not base or not a.custom_properties["pushed"].int_value
+                         or a.custom_properties["pushed_destination"].string_value.startswith(base)
+                         or "://" in a.custom_properties["pushed_destination"].string_value])
 
 
 @dataclasses.dataclass

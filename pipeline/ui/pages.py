@@ -154,7 +154,7 @@ def models_page(store: metadata_store.MetadataStore, config: PipelineConfig, liv
     """The pushed versions, newest first, a page at a time: the metrics are read (one evaluation folder per
     version) only for the versions shown."""
     from pipeline.metadata.metrics import eval_metrics
-    total = models.count_models(store)
+    total = models.count_models(store, config.serving_model_dir)
     pages = max(1, -(-total // per_page))
     if page > pages:
         raise NotFoundError(f"There is no page {page} of models: {total} version(s) make {pages} page(s).")

@@ -46,6 +46,7 @@ def reference(tmp_path_factory):
     in this process, on the same data and with the same module file."""
     from tfx import v1 as tfx
 
+    from pipeline.dataset import analysis
     from pipeline.pipeline import TRANSFORM_MODULE_FILE
     root = str(tmp_path_factory.mktemp("beam_reference"))
     config = load_config({"data_root": str(PENGUINS_DIR), "tfx_root": root}, environ={})
@@ -56,6 +57,8 @@ def reference(tmp_path_factory):
     transform = tfx.components.Transform(examples=example_gen.outputs["examples"],
                                          schema=schema_gen.outputs["schema"],
                                          module_file=TRANSFORM_MODULE_FILE,
+                                         # the dataset contract, decided from the data as tfxsp run decides it
+                                         custom_config={"dataset": analysis.analyze(config).contract.to_dict()},
                                          disable_statistics=True)  # not compared; saves time
     pipeline = tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name, pipeline_root=config.pipeline_root,
