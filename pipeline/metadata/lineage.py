@@ -44,6 +44,9 @@ from pipeline.metadata.store import NotFoundError, require_not_empty
 # it): the Evaluator's baseline model, chosen by the latest-blessed Resolver.
 BASELINE_KEYS = frozenset({"baseline_model"})
 MAX_HOPS = 64  # a pipeline of N components is at most 2N hops deep; this is a generous bound
+# `tfxsp models label/promote/pin/unpin/rollback` (pipeline/lifecycle/actions.py) records each action as an execution
+# of this type with the PushedModel it concerns as input: a downstream trace of a pushed version shows them.
+MODEL_ACTION_TYPE = "tfxsp.ModelAction"
 
 
 # ======================================================================================= targets
@@ -345,11 +348,18 @@ class _Subgraphs:
             execution = self.executions[number]
             type_name = execution.type or self.execution_types.get(execution.type_id, "Execution")
             return Node(key=key, kind="execution", id=number, type=type_name,
-                        label=self.node_of.get(number) or short_type(type_name),
+                        label=self.node_of.get(number) or _execution_label(type_name, execution),
                         run_ids=self.runs_of.get(number, []), state=execution_state(execution),
                         created_ms=execution.create_time_since_epoch, properties=properties_of(execution),
                         distance=distance, seconds=execution_seconds(execution), boundary=boundary)
         return None
+
+
+def _execution_label(type_name: str, execution: mlmd.Execution) -> str:
+    """What a person calls an execution outside a pipeline's nodes: a model action by its verb."""
+    if type_name == MODEL_ACTION_TYPE and "action" in execution.properties:
+        return f"models {execution.properties['action'].string_value}"
+    return short_type(type_name)
 
 
 def _walk(edges: list[Edge], start: str, directions: list[str], follow_baseline: bool

@@ -145,6 +145,12 @@ def test_label_promote_rollback_unpin_as_clients_see_them(served):
     assert [a["action"] for a in listing["actions"]] == ["label", "label", "promote", "rollback", "unpin", "pin"]
     table = _ok(_tfxsp(history, "models")).stdout
     assert "stable" in table and "pinned" in table
+    # And in lineage: downstream of version 4's PushedModel, the actions that named it.
+    traced = json.loads(_ok(_tfxsp(history, "lineage", "version:4", "--downstream", "--format", "json")).stdout)
+    actions = sorted(n["label"] for n in traced["nodes"] if n["type"] == "tfxsp.ModelAction")
+    assert actions == ["models label", "models pin", "models promote"]
+    picture = _ok(_tfxsp(history, "lineage", "version:4", "--downstream")).stdout
+    assert "models promote" in picture
 
 
 def test_without_a_server_the_file_is_written_and_a_server_started_from_it_keeps_the_promise(tmp_path):
