@@ -288,6 +288,7 @@ def _cli_ms(args: list[str], cwd: Path, repeats: int) -> dict[str, float]:
 
 def make_template(workdir: Path) -> str:
     print("Making a template: one real `tfxsp run` (about a minute) ...", flush=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     cmd = [TFXSP, "run", "--set", f"data_root={REPO / 'data' / 'penguins'}",
            "--set", "tfx_root=runs", "--set", "serving_validation=false"]
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
