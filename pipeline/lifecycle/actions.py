@@ -16,9 +16,9 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from pipeline.config import PipelineConfig
 from pipeline.lifecycle import model_config as files
 from pipeline.metadata import models as models_api
+from pipeline.metadata.properties import MODEL_ACTION_TYPE
 from pipeline.metadata.store import open_store
 
-ACTION_TYPE = "tfxsp.ModelAction"
 STABLE, CANARY = "stable", "canary"
 
 
@@ -212,7 +212,7 @@ def _record(config: PipelineConfig, outcome: Outcome, versions: list[models_api.
     """An execution of type tfxsp.ModelAction, its INPUT the PushedModel of the version it concerns, in the
     pipeline's context (so that lineage and tfxsp models see it)."""
     store = metadata_store.MetadataStore(config.metadata_connection_config())
-    action_type = mlmd.ExecutionType(name=ACTION_TYPE)
+    action_type = mlmd.ExecutionType(name=MODEL_ACTION_TYPE)
     for key in ("action", "config_file", "policy", "labels", "message"):
         action_type.properties[key] = mlmd.STRING
     for key in ("version", "pinned", "live"):
@@ -245,7 +245,7 @@ def _record(config: PipelineConfig, outcome: Outcome, versions: list[models_api.
 def history(store: metadata_store.MetadataStore) -> list[dict]:
     """The recorded actions, oldest first."""
     try:
-        executions = store.get_executions_by_type(ACTION_TYPE)
+        executions = store.get_executions_by_type(MODEL_ACTION_TYPE)
     except Exception:  # the type does not exist before the first action
         return []
     result = []

@@ -28,6 +28,7 @@ from pipeline.metadata.executions import producers
 from pipeline.metadata.models import served_version
 from pipeline.metadata.properties import (
     INPUT_EVENTS,
+    MODEL_ACTION_TYPE,
     OUTPUT_EVENTS,
     artifact_state,
     event_keys,
@@ -44,9 +45,6 @@ from pipeline.metadata.store import NotFoundError, require_not_empty
 # it): the Evaluator's baseline model, chosen by the latest-blessed Resolver.
 BASELINE_KEYS = frozenset({"baseline_model"})
 MAX_HOPS = 64  # a pipeline of N components is at most 2N hops deep; this is a generous bound
-# `tfxsp models label/promote/pin/unpin/rollback` (pipeline/lifecycle/actions.py) records each action as an execution
-# of this type with the PushedModel it concerns as input: a downstream trace of a pushed version shows them.
-MODEL_ACTION_TYPE = "tfxsp.ModelAction"
 
 
 # ======================================================================================= targets

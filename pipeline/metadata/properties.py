@@ -10,6 +10,9 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 Event = mlmd.Event
 INPUT_EVENTS = (Event.INPUT, Event.DECLARED_INPUT)
 OUTPUT_EVENTS = (Event.OUTPUT, Event.DECLARED_OUTPUT, Event.PENDING_OUTPUT)
+# `tfxsp models label/promote/pin/unpin/rollback` (pipeline/lifecycle/actions.py) records each action as an execution
+# of this type, its input the PushedModel it concerns: a downstream trace of a pushed version shows them.
+MODEL_ACTION_TYPE = "tfxsp.ModelAction"
 
 _EXECUTION_STATES = {
     mlmd.Execution.COMPLETE: "complete",
