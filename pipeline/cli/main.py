@@ -10,6 +10,7 @@
     models       pipeline/cli/models.py       pushed model versions (label, promote, pin, unpin, rollback:
                  pipeline/cli/model_actions.py)
     model        pipeline/cli/model.py        one version's signatures, run, metrics and data
+    predict      pipeline/cli/predict.py      batch scoring of a CSV with a pushed version (pipeline/scoring/)
     monitor      pipeline/cli/monitor.py      the served model's logged requests vs its training data
     kubeflow     pipeline/cli/kubeflow.py     compile for and submit to Kubeflow Pipelines
     ui           pipeline/cli/ui.py           the browser dashboard over the runs
@@ -32,6 +33,7 @@ from pipeline.cli import (
     model,
     models,
     monitor,
+    predict,
     run,
     runs,
     serve,
@@ -46,7 +48,8 @@ def cli() -> None:
 
 
 for command in (init.init, run.run, serve.serve, tensorboard.tensorboard, runs.runs, artifacts.artifacts,
-                lineage.lineage, models.models, model.model, kubeflow.kubeflow, monitor.monitor, ui.ui):
+                lineage.lineage, models.models, model.model, predict.predict, kubeflow.kubeflow, monitor.monitor,
+                ui.ui):
     cli.add_command(command)
 
 

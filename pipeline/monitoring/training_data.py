@@ -4,13 +4,12 @@ and the dataset contract the Trainer got (which column is which feature)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
 from ml_metadata import metadata_store
 
-from pipeline.metadata import lineage
+from pipeline.metadata import lineage, trainer_inputs
 from pipeline.metadata.store import NotFoundError
 from pipeline.modules import features
 
@@ -52,7 +51,7 @@ def find(store: metadata_store.MetadataStore, version: int) -> TrainingData:
             raise NotFoundError(f"The training {what} of version {version} are recorded at {path}, which does "
                                 "not exist any more.")
     return TrainingData(str(version), pushed.id, statistics.id, schema.id, statistics_path, schema_path,
-                        _contract(trainers[0].properties))
+                        trainer_inputs.contract_of(trainers[0].properties))
 
 
 def _stats_file(uri: str) -> str:
@@ -61,14 +60,6 @@ def _stats_file(uri: str) -> str:
         if os.path.isfile(os.path.join(split, name)):
             return os.path.join(split, name)
     return os.path.join(split, "FeatureStats.pb")
-
-
-def _contract(properties: dict[str, Any]) -> features.DatasetContract:
-    custom_config = properties.get("custom_config") or {}
-    try:
-        return features.contract_of(json.loads(custom_config) if isinstance(custom_config, str) else custom_config)
-    except (ValueError, TypeError) as e:
-        raise NotFoundError(f"The Trainer's custom_config holds no dataset contract: {e}") from None
 
 
 def load_statistics(path: str) -> Any:

@@ -4,8 +4,10 @@ pipeline, and the served model, asked over REST with plain JSON rows of the eval
 with the metric the Evaluator measured, beyond the naive baseline."""
 from __future__ import annotations
 
+import csv
 import json
 import math
+import os
 import urllib.request
 
 import pytest
@@ -106,3 +108,36 @@ def test_the_served_model_answers_eval_rows_with_the_evaluator_s_metric(pipeline
         assert rmse == pytest.approx(overall["root_mean_squared_error"], rel=1e-3)
         assert rmse <= 0.98 * contract.baseline, (rmse, contract.baseline)
         assert "mean_absolute_error" in overall
+
+
+def test_tfxsp_predict_scores_the_whole_csv_with_the_metric_of_its_own_output(pipeline_run, tmp_path):
+    """Batch scoring of the dataset's own CSV, gaps, missing markers and all: every row scored (none rejected),
+    each input cell kept, and the metric printed is the one the output file's columns give."""
+    name, result, config, root = pipeline_run
+    assert result.returncode == 0
+    label, task, classes = CASES[name]
+    data = config.data_root if os.path.isfile(config.data_root) else os.path.join(
+        config.data_root, sorted(f for f in os.listdir(config.data_root) if f.endswith(".csv"))[0])
+    out = tmp_path / "scored.csv"
+    sets = ["--set", f"tfx_root={config.tfx_root}", "--set", f"model_name={config.model_name}"]
+    scored = run_tfxsp(["predict", data, "-o", str(out), "--format", "json", *sets], cwd=root, timeout=600)
+    assert scored.returncode == 0, scored.stdout + scored.stderr[-3000:]
+    summary = json.loads(scored.stdout)
+    with open(data, newline="", encoding="utf-8-sig") as f:
+        rows_in = list(csv.DictReader(f))
+    with open(out, newline="", encoding="utf-8") as f:
+        rows_out = list(csv.DictReader(f))
+    assert summary["rows"] == len(rows_in) == len(rows_out) and summary["rejects"] == 0
+    assert all(r_out[k] == v for r_in, r_out in zip(rows_in, rows_out) for k, v in r_in.items())
+    predicted = f"predicted_{label}"
+    markers = {"", *analysis.analyze(config).contract.missing_markers}
+    labelled = [r for r in rows_out if r[label].strip() not in markers]
+    assert summary["metric"]["labelled"] == len(labelled)
+    if task == "classification":
+        assert {r[predicted] for r in rows_out} <= set(classes)
+        accuracy = sum(r[predicted] == r[label].strip() for r in labelled) / len(labelled)
+        assert summary["metric"]["accuracy"] == pytest.approx(accuracy)
+    else:
+        errors = [float(r[predicted]) - float(r[label]) for r in labelled]
+        assert summary["metric"]["rmse"] == pytest.approx(math.sqrt(sum(x * x for x in errors) / len(errors)),
+                                                          rel=1e-5)
