@@ -588,8 +588,10 @@ def measure_head_of_line(handle: launcher.ServerHandle, workload: Workload, kind
     return cell
 
 
-def compare_versions(ref: str, duration_s: float, rounds: int, workdir: str) -> list[dict]:
-    """The small, large and head-of-line cells on REF's server and on this checkout's, interleaved."""
+def compare_versions(ref: str, duration_s: float, rounds: int, workdir: str, small_only: bool = False) -> list[dict]:
+    """The small, large and head-of-line cells on REF's server and on this checkout's, interleaved. Each change
+    is the median over the rounds of that round's after/before ratio (the two cells of a pair run back to back, so
+    a slow stretch of the machine weighs on both), with the lowest and highest ratio beside it."""
     baseline_dir = baseline_checkout(ref, workdir)
     workload, base = half_plus_two_workload(workdir)
     handles = start_versions(workload, base, baseline_dir, (f"--rest_api_max_body_bytes={80 << 20}",))
@@ -602,6 +604,8 @@ def compare_versions(ref: str, duration_s: float, rounds: int, workdir: str) -> 
                 for version in order:
                     result = asyncio.run(measure_server(handles[version], workload, False, [cell], duration_s))[0]
                     measured.setdefault((version, f"{cell[0]}/c{cell[2]}"), []).append(result)
+            if small_only:
+                continue
             for kind in ("rest", "grpc-tensor_content", "grpc-float_val"):
                 for version in order:
                     result = asyncio.run(_measure_large(handles[version], workload, kind, duration_s))
@@ -617,17 +621,22 @@ def compare_versions(ref: str, duration_s: float, rounds: int, workdir: str) -> 
             handle.stop()
     rows = []
     for name in dict.fromkeys(key[1] for key in measured):
+        pairs = list(zip(*(measured[(version, name)] for version in VERSIONS)))
         before, after = (_median_cell(measured[(version, name)]) for version in VERSIONS)
         row = {"cell": name, "before": dataclasses.asdict(before), "after": dataclasses.asdict(after)}
-        if not name.startswith("hol-"):
-            row["req_per_s_change_pct"] = round(100 * (after.requests_per_s / before.requests_per_s - 1), 1)
-        row["p50_change_pct"] = round(100 * (after.p50_ms / before.p50_ms - 1), 1)
+        for field, key in (("requests_per_s", "req_per_s"), ("p50_ms", "p50")):
+            if field == "requests_per_s" and name.startswith("hol-"):
+                continue
+            ratios = [getattr(a, field) / getattr(b, field) for b, a in pairs]
+            row[f"{key}_change_pct"] = round(100 * (statistics.median(ratios) - 1), 1)
+            row[f"{key}_change_range_pct"] = [round(100 * (min(ratios) - 1), 1), round(100 * (max(ratios) - 1), 1)]
         rows.append(row)
     return rows
 
 
 def print_comparison(ref: str, rows: list[dict]) -> None:
-    print(f"\nBefore ({ref}) and after (this checkout), half_plus_two, medians of the rounds:")
+    print(f"\nBefore ({ref}) and after (this checkout), half_plus_two, medians of the rounds (change: the median of "
+          "the rounds' after/before ratios, [lowest, highest]):")
     print(f"  {'cell':<24}{'req/s before':>13}{'after':>9}{'change':>8}{'p50 ms before':>15}{'after':>9}"
           f"{'change':>8}{'p99 before':>12}{'after':>9}")
     for row in rows:
@@ -637,7 +646,8 @@ def print_comparison(ref: str, rows: list[dict]) -> None:
         else:
             rate = f"{before['requests_per_s']:>13.0f}{after['requests_per_s']:>9.0f}{row['req_per_s_change_pct']:>7}%"
         print(f"  {row['cell']:<24}{rate}{before['p50_ms']:>15.2f}{after['p50_ms']:>9.2f}{row['p50_change_pct']:>7}%"
-              f"{before['p99_ms']:>12.2f}{after['p99_ms']:>9.2f}")
+              f"{before['p99_ms']:>12.2f}{after['p99_ms']:>9.2f}   req/s {row.get('req_per_s_change_range_pct', '')}"
+              f" p50 {row['p50_change_range_pct']}")
     print("  (hol rows: status-call latency while a 64 MB request is in flight; 'max' is the longest wait, ms)")
 
 
@@ -782,6 +792,8 @@ def main() -> None:
                              "at rate 1.0 and 0.1 beside off")
     parser.add_argument("--baseline", metavar="REF", help="only compare the server of git commit REF with this one")
     parser.add_argument("--rounds", type=int, default=3, help="with --baseline: rounds of interleaved cells")
+    parser.add_argument("--small_only", action="store_true",
+                        help="with --baseline: only the small-request cells (more rounds in the same time)")
     args = parser.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="serving-bench-")
@@ -789,7 +801,7 @@ def main() -> None:
     if args.baseline:
         try:
             print(f"{'':<7}{HEADER}", flush=True)
-            rows = compare_versions(args.baseline, args.duration, args.rounds, workdir)
+            rows = compare_versions(args.baseline, args.duration, args.rounds, workdir, args.small_only)
             print_comparison(args.baseline, rows)
             load = {"before": load_before, "after": os.getloadavg()}
             print(f"\nLoad average (1, 5, 15 min) before: {load['before']}, after: {load['after']} "

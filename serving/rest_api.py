@@ -107,9 +107,10 @@ class RestApi:
         self.idle = asyncio.Event()
         self.idle.set()
 
-    async def _off_loop(self, large: bool, function, *args):
-        """``function(*args)``: on a codec thread when the data is large, so the loop keeps answering."""
-        if not large or self._codec is None:
+    async def _off_loop(self, function, *args):
+        """``function(*args)`` on a codec thread, so that the loop keeps answering while large data is worked on;
+        callers call small work directly (an await costs a small request more than the work)."""
+        if self._codec is None:
             return function(*args)
         return await asyncio.get_running_loop().run_in_executor(self._codec, function, *args)
 
@@ -255,7 +256,7 @@ class RestApi:
         # The parsed document stays in `parsed` and is freed on the codec thread too: freeing millions of
         # JSON values takes long enough to stall the loop.
         with large_json.collector_paused() if large else contextlib.nullcontext():
-            parsed = await self._off_loop(large, _ParsedBody, body)
+            parsed = await self._off_loop(_ParsedBody, body) if large else _ParsedBody(body)
             try:
                 signature_name = parsed.signature_name or DEFAULT_SIGNATURE
                 with self._manager.acquire(route.model_name, route.version, route.label) as handle:
@@ -265,25 +266,27 @@ class RestApi:
                             f'Serving signature name: "{signature_name}" not found in signature def')
                     if not signature.inputs:
                         raise invalid_argument(f"Failed to get input map for signature: {signature_name}")
-                    inputs, request_format = await self._off_loop(large, parsed.predict_inputs,
-                                                                  signature.input_dtypes)
-                    outputs = await self._run_predict(handle, signature, inputs)
+                    inputs, request_format = (await self._off_loop(parsed.predict_inputs, signature.input_dtypes)
+                                              if large else parsed.predict_inputs(signature.input_dtypes))
+                    check_request_elements(sum(array.size for array in inputs.values()), self._limits)
+                    plan = self._inference.plan_predict(handle.servable, signature, inputs.keys())
+                    outputs = await self._inference.predict(handle.servable, plan, inputs, self._deadline())
             finally:
                 if parsed.doc is not None:
-                    await self._off_loop(large, parsed.release)
-        large_output = sum(array.nbytes for array in outputs.values()) > large_json.LARGE_BODY // 4
-        with large_json.collector_paused() if large_output else contextlib.nullcontext():
-            return await self._off_loop(large_output, tensor_codec.predict_response_json, outputs, request_format)
-
-    async def _run_predict(self, handle, signature, inputs) -> dict:
-        check_request_elements(sum(array.size for array in inputs.values()), self._limits)
-        plan = self._inference.plan_predict(handle.servable, signature, inputs.keys())
-        return await self._inference.predict(handle.servable, plan, inputs, self._deadline())
+                    if large:
+                        await self._off_loop(parsed.release)
+                    else:
+                        parsed.release()
+        if sum(array.nbytes for array in outputs.values()) <= large_json.LARGE_BODY // 4:
+            return tensor_codec.predict_response_json(outputs, request_format)
+        with large_json.collector_paused():
+            return await self._off_loop(tensor_codec.predict_response_json, outputs, request_format)
 
     async def _classify_or_regress(self, route: _Route, body: bytes) -> bytes:
         large = len(body) > large_json.LARGE_BODY
         with large_json.collector_paused() if large else contextlib.nullcontext():
-            signature_name, model_input = await self._off_loop(large, _examples_input, body, route.verb)
+            signature_name, model_input = (await self._off_loop(_examples_input, body, route.verb) if large
+                                           else _examples_input(body, route.verb))
         with self._manager.acquire(route.model_name, route.version, route.label) as handle:
             if route.verb == "classify":
                 result = await self._inference.classify(handle.servable, signature_name, model_input, self._deadline())
