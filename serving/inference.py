@@ -158,7 +158,7 @@ class Inference:
         if self._request_logger is not None:
             output_filter = plan.output_aliases if plan.output_aliases != tuple(signature.outputs) else ()
             self._request_logger.predict(servable.model_name, servable.version, signature.key, inputs, answer,
-                                         output_filter, tensor_codec.fill_proto)
+                                         output_filter, tensor_codec.serialized_tensor_proto)
         return answer
 
     # ---------------------------------------------------------------------------- classify / regress

@@ -45,13 +45,12 @@ from tensorflow_serving.apis import (
     inference_pb2,
     logging_pb2,
     model_pb2,
-    predict_pb2,
     prediction_log_pb2,
     regression_pb2,
 )
 from tensorflow_serving.config import logging_config_pb2, model_server_config_pb2
 
-from serving import logging_config, tfrecords
+from serving import logging_config, tfrecords, wire
 from serving.logging_config import FILE_SUFFIX
 
 log = logging.getLogger("serving")
@@ -62,7 +61,9 @@ DRAIN_INTERVAL_S = 0.05  # how often the writer takes what requests queued
 RETRY_OPEN_S = 5.0  # after a failed write, the next file is tried this much later (records meanwhile dropped)
 
 # What a queued item builds on the writer thread: the PredictionLog's log_type field and its message.
-Build = Callable[[], tuple[str, object]]
+Build = Callable[[], tuple[str, object]]  # (the PredictionLog field, its message or its serialized bytes)
+_LOG_METADATA = prediction_log_pb2.PredictionLog.DESCRIPTOR.fields_by_name["log_metadata"].number
+_LOG_FIELDS = {field.name: field.number for field in prediction_log_pb2.PredictionLog.DESCRIPTOR.fields}
 
 
 class _Counters:
@@ -92,19 +93,16 @@ class Collector:
         self._thread = threading.Thread(target=self._write_forever, name="request-log", daemon=True)
         self._thread.start()
 
-    def put(self, model_name: str, metadata: Callable[[], logging_pb2.LogMetadata], build: Build) -> None:
-        """Called on the event loop: encodes the record (bytes, which the garbage collector does not track, so a
-        queued record costs no collection) and appends it to the deque, waking no thread: the writer drains the
-        deque every DRAIN_INTERVAL_S in one write. A thread woken per record would take the GIL from the loop on
-        every request."""
+    def put(self, model_name: str, record: Callable[[], bytes]) -> None:
+        """Called on the event loop: `record()` serializes the PredictionLog, which is framed as a TFRecord here
+        (bytes, which the garbage collector does not track, so a queued record costs no collection) and appended
+        to the deque, waking no thread: the writer drains the deque every DRAIN_INTERVAL_S in one write. A thread
+        woken per record would take the GIL from the loop on every request."""
         if len(self._pending) >= QUEUE_RECORDS:
             self._counters.dropped.labels(model_name, "queue_full").inc()
             return
         try:
-            kind, message = build()
-            record = prediction_log_pb2.PredictionLog(log_metadata=metadata())
-            getattr(record, kind).CopyFrom(message)
-            data = tfrecords.encode(record.SerializeToString())
+            data = tfrecords.encode(record())
         except Exception as e:  # a request the proto cannot hold: lose its record, not the request
             log.error("Request log %s: could not encode a %s request: %s", self.prefix, model_name, e)
             self._counters.dropped.labels(model_name, "encode_error").inc()
@@ -218,6 +216,8 @@ class RequestLogger:
         self._models: dict[str, _ModelLog] = {}
         self._collectors: dict[str, Collector] = {}
         self._random = random.random
+        # (model, version, signature) -> the serialized log_metadata field of its records: the same for each one.
+        self._metadata: dict[tuple[str, int, str], bytes] = {}
 
     @staticmethod
     def check(config: model_server_config_pb2.ModelServerConfig) -> None:
@@ -241,7 +241,7 @@ class RequestLogger:
             collectors[prefix] = collector
             models[name] = _ModelLog(config_of_model, collector)
         retired = [c for prefix, c in self._collectors.items() if prefix not in collectors]
-        self._models, self._collectors = models, collectors
+        self._models, self._collectors, self._metadata = models, collectors, {}
         for collector in retired:
             collector.close()
 
@@ -257,37 +257,40 @@ class RequestLogger:
         return model
 
     def _put(self, model: _ModelLog, name: str, version: int, signature_name: str, build: Build) -> None:
-        tags, sampling_config = self._tags, model.sampling_config
+        """Queues the PredictionLog of `build()`: (its log field's name, the log as a message or serialized)."""
+        key = (name, version, signature_name)
 
-        def metadata() -> logging_pb2.LogMetadata:  # built on the writer thread too, like the record
-            log_metadata = logging_pb2.LogMetadata(
-                model_spec=model_pb2.ModelSpec(name=name, signature_name=signature_name),
-                sampling_config=sampling_config, saved_model_tags=tags)
-            log_metadata.model_spec.version.value = version
-            return log_metadata
+        def record() -> bytes:
+            metadata = self._metadata.get(key)
+            if metadata is None:
+                log_metadata = logging_pb2.LogMetadata(
+                    model_spec=model_pb2.ModelSpec(name=name, signature_name=signature_name),
+                    sampling_config=model.sampling_config, saved_model_tags=self._tags)
+                log_metadata.model_spec.version.value = version
+                metadata = self._metadata[key] = wire.len_field(_LOG_METADATA, log_metadata.SerializeToString())
+            kind, entry = build()
+            return metadata + wire.len_field(_LOG_FIELDS[kind], entry if isinstance(entry, bytes)
+                                             else entry.SerializeToString())
 
-        model.collector.put(name, metadata, build)
+        model.collector.put(name, record)
 
     # ------------------------------------------------------------------------ what the dataplane calls
 
     def predict(self, name: str, version: int, signature_name: str, inputs: dict, outputs: dict,
-                output_filter: Sequence[str], fill: Callable) -> None:
-        """A predict request's input arrays and answer; ``fill(proto, array)`` writes an array into a
-        TensorProto (serving.tensor_codec.fill_proto), on the writer thread."""
+                output_filter: Sequence[str], serialize: Callable) -> None:
+        """A predict request's input arrays and answer; ``serialize(array)`` gives an array's TensorProto as byte
+        pieces (serving.tensor_codec.serialized_tensor_proto). The PredictLog is written at the wire level, its
+        request and response never built as messages: most of logging's cost on a small request was theirs."""
         model = self._sampled(name)
         if model is None:
             return
 
         def build():
-            spec = model_pb2.ModelSpec(name=name, signature_name=signature_name)
-            spec.version.value = version
-            request = predict_pb2.PredictRequest(model_spec=spec, output_filter=list(output_filter))
-            for alias, array in inputs.items():
-                fill(request.inputs[alias], array)
-            response = predict_pb2.PredictResponse(model_spec=spec)
-            for alias, array in outputs.items():
-                fill(response.outputs[alias], array)
-            return "predict_log", prediction_log_pb2.PredictLog(request=request, response=response)
+            spec = _spec(name, version, signature_name).SerializeToString()
+            request = [wire.len_field(1, spec), *wire.tensor_map(2, {a: serialize(x) for a, x in inputs.items()}),
+                       *(wire.len_field(3, alias.encode("utf-8")) for alias in output_filter)]
+            response = [*wire.tensor_map(1, {a: serialize(x) for a, x in outputs.items()}), wire.len_field(2, spec)]
+            return "predict_log", wire.len_field(1, b"".join(request)) + wire.len_field(2, b"".join(response))
 
         self._put(model, name, version, signature_name, build)
 

@@ -350,9 +350,7 @@ def serialized_tensor_proto(array: np.ndarray, as_tensor_content: bool = False) 
         proto = tensor_pb2.TensorProto()
         fill_proto(proto, array, as_tensor_content)
         return [proto.SerializeToString()]
-    head = tensor_pb2.TensorProto(dtype=dtype)
-    for size in array.shape:
-        head.tensor_shape.dim.add(size=size)
+    head = _tensor_head(dtype, array.shape)
     if as_tensor_content:
         number, payload = 4, np.ascontiguousarray(array)
     else:
@@ -362,8 +360,27 @@ def serialized_tensor_proto(array: np.ndarray, as_tensor_content: bool = False) 
             flat = np.stack([flat.real, flat.imag], axis=-1)
         payload = np.ascontiguousarray(flat, dtype=element)
     if not payload.nbytes:  # proto3 writes no empty field
-        return [head.SerializeToString()]
-    return [head.SerializeToString(), wire.field_header(number, payload.nbytes), memoryview(payload).cast("B")]
+        return [head]
+    return [head, wire.field_header(number, payload.nbytes), memoryview(payload).cast("B")]
+
+
+_HEADS: dict[tuple[int, tuple[int, ...]], bytes] = {}
+_MAX_HEADS = 4096  # shapes differ by batch size: enough for every one a server sees, bounded whatever clients send
+
+
+def _tensor_head(dtype: int, shape: tuple[int, ...]) -> bytes:
+    """A TensorProto's dtype and shape, serialized: the same for every tensor of that dtype and shape, so made once
+    (a message built and serialized costs a small response more than its values)."""
+    head = _HEADS.get((dtype, shape))
+    if head is None:
+        proto = tensor_pb2.TensorProto(dtype=dtype)
+        for size in shape:
+            proto.tensor_shape.dim.add(size=size)
+        head = proto.SerializeToString()
+        if len(_HEADS) >= _MAX_HEADS:
+            _HEADS.clear()
+        _HEADS[(dtype, shape)] = head
+    return head
 
 
 def _as_bytes(value: Any) -> bytes:

@@ -157,10 +157,16 @@ def field_header(number: int, length: int) -> bytes:
 def predict_response_bytes(head: predict_pb2.PredictResponse, outputs: dict[str, list]) -> bytes:
     """A serialized PredictResponse: ``head`` (model_spec) plus each alias's serialized TensorProto, given as
     a list of byte pieces (joined once, here: the one copy of a large response)."""
-    parts: list = [head.SerializeToString()]
-    for alias, tensor in outputs.items():
+    return b"".join([head.SerializeToString(), *tensor_map(1, outputs)])
+
+
+def tensor_map(number: int, tensors: dict[str, list]) -> list:
+    """A ``map<string, TensorProto>`` field (PredictRequest.inputs, PredictResponse.outputs) as byte pieces: one
+    entry per alias, its TensorProto given as byte pieces (serving.tensor_codec.serialized_tensor_proto)."""
+    parts: list = []
+    for alias, tensor in tensors.items():
         key = len_field(1, alias.encode("utf-8"))
         tensor_length = sum(len(piece) for piece in tensor)
         value_header = field_header(2, tensor_length)
-        parts += [field_header(1, len(key) + len(value_header) + tensor_length), key, value_header, *tensor]
-    return b"".join(parts)
+        parts += [field_header(number, len(key) + len(value_header) + tensor_length), key, value_header, *tensor]
+    return parts
