@@ -13,6 +13,10 @@ OUTPUT_EVENTS = (Event.OUTPUT, Event.DECLARED_OUTPUT, Event.PENDING_OUTPUT)
 # `tfxsp models label/promote/pin/unpin/rollback` (pipeline/lifecycle/actions.py) records each action as an execution
 # of this type, its input the PushedModel it concerns: a downstream trace of a pushed version shows them.
 MODEL_ACTION_TYPE = "tfxsp.ModelAction"
+# `tfxsp monitor` (pipeline/monitoring/record.py) records each skew check as an execution of SKEW_CHECK_TYPE, its
+# inputs the PushedModel and its training statistics and schema, its output a SKEW_REPORT_TYPE artifact.
+SKEW_CHECK_TYPE = "tfxsp.ServingSkewCheck"
+SKEW_REPORT_TYPE = "ServingSkewReport"
 
 _EXECUTION_STATES = {
     mlmd.Execution.COMPLETE: "complete",

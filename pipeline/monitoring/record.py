@@ -10,11 +10,10 @@ import time
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
+from pipeline.metadata.properties import SKEW_CHECK_TYPE, SKEW_REPORT_TYPE
 from pipeline.monitoring.skew import SkewResult
 from pipeline.monitoring.training_data import TrainingData
 
-EXECUTION_TYPE = "tfxsp.ServingSkewCheck"
-REPORT_TYPE = "ServingSkewReport"
 NODE_CONTEXT_TYPE = "node"
 NODE_ID = "ServingSkewCheck"
 
@@ -22,8 +21,8 @@ NODE_ID = "ServingSkewCheck"
 def record(store: metadata_store.MetadataStore, training: TrainingData, result: SkewResult, *, report_dir: str,
            logs: str, model_name: str, pipeline_name: str) -> tuple[int, int]:
     """Writes the execution and its report artifact; returns (execution id, artifact id)."""
-    execution_type = store.put_execution_type(mlmd.ExecutionType(name=EXECUTION_TYPE))
-    artifact_type = store.put_artifact_type(mlmd.ArtifactType(name=REPORT_TYPE))
+    execution_type = store.put_execution_type(mlmd.ExecutionType(name=SKEW_CHECK_TYPE))
+    artifact_type = store.put_artifact_type(mlmd.ArtifactType(name=SKEW_REPORT_TYPE))
     flagged = [f.name for f in result.flagged]
     artifact = mlmd.Artifact(type_id=artifact_type, uri=report_dir, state=mlmd.Artifact.LIVE)
     values = {

@@ -24,7 +24,8 @@ from pipeline.metadata import store as mlmd_store
 from pipeline.ui import charts, live, pages
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
-NAVIGATION = (("/runs", "Runs"), ("/models", "Models"), ("/lineage/served", "Lineage"), ("/compare", "Compare"))
+NAVIGATION = (("/runs", "Runs"), ("/models", "Models"), ("/monitor", "Monitor"), ("/lineage/served", "Lineage"),
+              ("/compare", "Compare"))
 STATE_KEY = web.AppKey("state", "DashboardState")
 
 
@@ -147,6 +148,12 @@ async def _models(request: web.Request, state: DashboardState) -> pages.Page:
     return pages.models_page(store, state.config, answer, page, per_page)
 
 
+async def _monitor(request: web.Request, state: DashboardState) -> pages.Page:
+    version = request.query.get("version") or None
+    return pages.monitor_page(state.store(), state.config,
+                              None if version is None else pages.positive_int(version, "version", 1))
+
+
 async def _lineage(request: web.Request, state: DashboardState) -> pages.Page:
     return pages.lineage_page(state.store(), state.config, request.match_info["target"],
                               request.query.get("direction", "upstream"))
@@ -171,6 +178,7 @@ ROUTES = (
     ("/runs/{run_id}/evaluation", _run_view(pages.evaluation_page)),
     ("/runs/{run_id}/training", _run_view(pages.training_page)),
     ("/models", _models),
+    ("/monitor", _monitor),
     ("/lineage/{target}", _lineage),
     ("/compare", _compare),
 )

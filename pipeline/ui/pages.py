@@ -10,7 +10,17 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from pipeline.config import PipelineConfig
-from pipeline.metadata import comparison, evaluations, failures, lineage, models, runs, statistics, training
+from pipeline.metadata import (
+    comparison,
+    evaluations,
+    failures,
+    lineage,
+    models,
+    runs,
+    skew_checks,
+    statistics,
+    training,
+)
 from pipeline.metadata.run_graph import run_graph
 from pipeline.metadata.store import NotFoundError
 from pipeline.runners import run_lock
@@ -163,10 +173,23 @@ def models_page(store: metadata_store.MetadataStore, config: PipelineConfig, liv
     for model in shown:
         if model.evaluation_uri:
             model.metrics = eval_metrics(model.evaluation_uri)
+    latest = skew_checks.latest_by_version(skew_checks.skew_checks(store, config.model_name))
+    listed = []
+    for model in shown:
+        check = latest.get(model.version or "")
+        listed.append({**model.to_dict(), "skew_check": check.to_dict() if check else None})
     return Page("models.html", {"model_name": config.model_name, "model_base_path": config.serving_model_dir,
                                 "served_version": models.served_version(config.serving_model_dir),
                                 "live": live, "page": page, "pages": pages, "per_page": per_page,
-                                "total": total, "models": [m.to_dict() for m in shown]})
+                                "total": total, "models": listed})
+
+
+def monitor_page(store: metadata_store.MetadataStore, config: PipelineConfig, version: int | None) -> Page:
+    """The skew checks of `tfxsp monitor`, newest first (of one version when given): each one's verdict and every
+    feature's distance beside its threshold."""
+    checks = skew_checks.skew_checks(store, config.model_name, None if version is None else str(version))
+    return Page("monitor.html", {"model_name": config.model_name, "version": version,
+                                 "checks": [c.to_dict() for c in checks]})
 
 
 def lineage_page(store: metadata_store.MetadataStore, config: PipelineConfig, target: str,

@@ -167,3 +167,38 @@ def test_the_trainer_wrote_warmup_requests_that_the_server_replayed(logged):
     records = list(tfrecords.read(path))
     assert len(records) == 4  # one serving_raw request per sample row (3), one serving_default of them all
     assert f"Number of warmup records read: {len(records)}." in server_log
+
+
+def test_the_dashboard_shows_the_recorded_checks(logged):
+    """After the checks above: /monitor lists them newest first with their verdicts and distances (and its /api
+    twin says the same), the Models page shows the version's latest verdict, a version without checks says so."""
+    from tests.support.dashboard import Dashboard
+    pipeline_runs, _, version, count, _, _ = logged
+    dashboard = Dashboard(pipeline_runs.config)
+    try:
+        status, kind, text, _ = dashboard.get("/api/monitor")
+        assert status == 200 and kind == "application/json", text[:2000]
+        checks = json.loads(text)["checks"]
+        mine = [c for c in checks if c["version"] == str(version)]
+        assert len(mine) >= 4  # the eval rows, the shifted ones twice, the relaxed thresholds
+        assert [c["checked"] for c in checks] == sorted((c["checked"] for c in checks), reverse=True)
+        skewed = [c for c in mine if c["skewed"]]
+        assert skewed and all(sorted(c["skewed"]) == ["body_mass_g", "island"] for c in skewed)
+        assert any(not c["skewed"] and c["requests"] == count for c in mine)
+        assert skewed[0]["distances"]["body_mass_g"] > skewed[0]["thresholds"]["body_mass_g"]
+        status, _, page, _ = dashboard.get(f"/monitor?version={version}")
+        assert status == 200 and "skewed: body_mass_g, island" in page and "no skew" in page
+        assert "island" in page and f"ServingSkewReport #{skewed[0]['report_id']}" in page
+        # The Models page: the newest check of the version (the relaxed one: no skew), linked to its checks.
+        status, _, text, _ = dashboard.get("/api/models")
+        model = next(m for m in json.loads(text)["models"] if m["version"] == str(version))
+        assert model["skew_check"]["report_id"] == mine[0]["report_id"] and model["skew_check"]["skewed"] == []
+        status, _, page, _ = dashboard.get("/models")
+        assert status == 200 and f'href="/monitor?version={version}"' in page and "Skew check" in page
+        # A version without checks, and a bad version number.
+        status, _, page, _ = dashboard.get("/monitor?version=1")
+        assert status == 200 and "No skew check was recorded for version 1" in page
+        status, _, text, _ = dashboard.get("/api/monitor?version=abc")
+        assert status == 400 and "version must be a whole number" in text
+    finally:
+        dashboard.close()

@@ -102,7 +102,8 @@ def test_every_page_loads_in_chromium_and_shows_what_a_person_looks_for(pipeline
         "data": (f"/runs/{run}/data", [run_id, "body_mass_g", "Adelie"]),
         "evaluation": (f"/runs/{run}/evaluation", [run_id, accuracy, "species=Gentoo", "blessed", "threshold 0.9"]),
         "training": (f"/runs/{run}/training", [run_id, "loss", "validation"]),
-        "models": ("/models", ["Served now", model_server]),
+        "models": ("/models", ["Served now", model_server, "Skew check"]),
+        "monitor": ("/monitor", [f"Monitor: {pipeline_runs.config.model_name}", "tfxsp monitor"]),
         "lineage": ("/lineage/served", ["Trainer", "PushedModel", f"version {model_server}"]),
         "compare": (f"/compare?a={run}&b={run}", ["Metrics", "sparse_categorical_accuracy"]),
     }
