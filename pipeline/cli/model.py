@@ -30,14 +30,8 @@ def show(which: str, set_items: tuple[str, ...], metadata_url: str | None, outpu
     from pipeline.metadata import models as api
     config, store, where = open_metadata(set_items, metadata_url)
     found = guarded(lambda: api.list_models(store, config.serving_model_dir))
-    chosen = pick(found, which)
-    if chosen is None:
-        versions = ", ".join(m.version for m in found if m.version) or "none"
-        fail("Unknown version:", f"{which!r} is not a pushed version in {config.serving_model_dir} "
-                                 f"(pushed versions: {versions}; or: served, latest).")
-    if not chosen.present:
-        fail("Version gone:", f"version {chosen.version} was pushed to {chosen.destination}, which no longer "
-                              "exists (rolled back or removed): its signatures cannot be read.")
+    chosen = pick_present(found, which, config.serving_model_dir, choices="; or: served, latest",
+                          gone=": its signatures cannot be read")
     try:
         signatures = read_signatures(chosen.destination)
     except (OSError, ValueError) as error:
@@ -59,6 +53,20 @@ def pick(found: list, which: str):
     if not (which.isascii() and which.isdigit()):
         return None
     return next((m for m in found if m.version is not None and int(m.version) == int(which)), None)
+
+
+def pick_present(found: list, which: str, model_base_path: str, choices: str = "", gone: str = ""):
+    """pick(found, which), present in the model base path; or exit 2 saying which versions there are (`choices`:
+    what else `which` may be) or that the version's folder is gone (`gone`: what that prevents)."""
+    chosen = pick(found, which)
+    if chosen is None:
+        versions = ", ".join(m.version for m in found if m.version) or "none"
+        fail("Unknown version:", f"{which!r} is not a pushed version in {model_base_path} "
+                                 f"(pushed versions: {versions}{choices}).")
+    if not chosen.present:
+        fail("Version gone:", f"version {chosen.version} was pushed to {chosen.destination}, which no longer "
+                              f"exists (rolled back or removed){gone}.")
+    return chosen
 
 
 def read_signatures(saved_model_dir: str) -> dict[str, dict[str, Any]]:

@@ -9,7 +9,7 @@ import os
 import click
 
 from pipeline.cli import console, exit_codes
-from pipeline.cli.model import pick
+from pipeline.cli.model import pick_present
 from pipeline.cli.model_actions import current_serving, mark_served
 from pipeline.cli.options import echo_json, fail, guarded, metadata_options, open_metadata
 from pipeline.cli.tables import e
@@ -92,15 +92,7 @@ def _version(config, store, version: int | None, label: str | None):
             fail("Unknown label:", f"{label!r} is not a label of {config.model_name} in {config.model_config_file} "
                                    f"(labels: {known}; tfxsp models label VERSION LABEL sets one).")
         which = str(labels[label])
-    chosen = pick(found, which)
-    if chosen is None:
-        versions = ", ".join(m.version for m in found if m.version) or "none"
-        fail("Unknown version:", f"{which!r} is not a pushed version in {config.serving_model_dir} "
-                                 f"(pushed versions: {versions}).")
-    if not chosen.present:
-        fail("Version gone:", f"version {chosen.version} was pushed to {chosen.destination}, which no longer "
-                              "exists (rolled back or removed).")
-    return chosen
+    return pick_present(found, which, config.serving_model_dir)
 
 
 def _scorer(via: str, scoring_target, config, label: str | None):

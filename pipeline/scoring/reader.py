@@ -128,17 +128,13 @@ class CsvRows:
             chunk = list(itertools.islice(self._file, self.batch_size))
             if not chunk:
                 return
-            batch = self._new_batch()
+            batch = _Rows([], [], [], [])
             joined = "".join(chunk)
             if '"' in joined or "\x00" in joined:
                 self._add_csv(chunk, batch)
             else:
                 self._add_plain(chunk, batch)
             yield self._batch(batch)
-
-    @staticmethod
-    def _new_batch() -> _Rows:
-        return _Rows([], [], [], [])
 
     def _add_plain(self, chunk: list[str], batch: _Rows) -> None:
         """Lines without a quote: each is one record, its fields split at the commas (CSV's whole grammar there)."""

@@ -73,7 +73,7 @@ class _Remote:
     """What REST and gRPC share: the model, and the version or label that each request addresses."""
 
     def __init__(self, target: Target, model_name: str, label: str | None):
-        self._model, self._target = model_name, target
+        self._model = model_name
         # A label goes to the server as it is, so the server resolves it; else the version, by number.
         self._version, self._label = (None, label) if label else (target.version, None)
         self._output = output_name(target)

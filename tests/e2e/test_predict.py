@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -15,7 +14,7 @@ import urllib.request
 import pytest
 
 from tests.support.paths import PENGUINS_DIR, TFXSP
-from tests.support.processes import free_port
+from tests.support.processes import free_port, stop
 
 pytestmark = pytest.mark.timeout(1200)
 BAD_ROWS = {  # line in the written file -> (the row's text, what the rejects file says)
@@ -98,15 +97,6 @@ def test_the_table_summary_prints_the_metric(pipeline_runs, tmp_path):
     assert not (tmp_path / "out.rejects.csv").exists()
 
 
-def _stop(process):
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="module")
 def model_server(pipeline_runs):
     """`tfxsp serve` over the run's model base path on its ports, until a version is AVAILABLE; the model config
@@ -130,7 +120,7 @@ def model_server(pipeline_runs):
             time.sleep(0.3)
         yield process
     finally:
-        _stop(process)
+        stop(process)
         if before is None:
             if os.path.exists(config_file):
                 os.unlink(config_file)

@@ -4,7 +4,6 @@ Each page must load without a console error and show what a person looks for: th
 the accuracy, the served version. Screenshots go to the test's tmp folder."""
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -17,7 +16,7 @@ from ml_metadata import metadata_store
 from pipeline.metadata import runs as runs_api
 from tests.support.browser import Browser, chromium_path
 from tests.support.paths import TFXSP
-from tests.support.processes import free_port
+from tests.support.processes import free_port, stop
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -47,15 +46,6 @@ def _wait_for(url, process, timeout_s, check=lambda body: True):
     raise AssertionError(f"{url} did not answer within {timeout_s} s")
 
 
-def _stop(process):
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="module")
 def model_server(pipeline_runs):
     """`tfxsp serve` over the run's model base path, on the run's ports, until its version is AVAILABLE."""
@@ -67,7 +57,7 @@ def model_server(pipeline_runs):
         yield max((s["version"] for s in json.loads(body)["model_version_status"] if s["state"] == "AVAILABLE"),
                   key=int)
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +69,7 @@ def dashboard(pipeline_runs):
         _wait_for(f"http://127.0.0.1:{port}/api/runs", process, 60)
         yield f"http://127.0.0.1:{port}"
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.fixture(scope="module")

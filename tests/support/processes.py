@@ -1,5 +1,6 @@
 """Running the real `tfxsp` command as a user would, and free loopback ports for the servers tests start."""
 import os
+import signal
 import socket
 import subprocess
 
@@ -16,3 +17,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stops a `tfxsp` process as Ctrl-C would (SIGINT), killing it after 30 s."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
