@@ -59,18 +59,19 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def _predict_with_rss(csv_path: str, out: str, sets: list[str], *extra: str) -> dict:
-    """_predict, and the peak RSS of the tfxsp process (its rusage, read as it is reaped)."""
+    """`tfxsp predict`'s JSON summary, its wall time and its peak RSS (its rusage, read as it is reaped; stderr goes
+    to a file so that neither pipe can fill while the other is read)."""
     started = time.perf_counter()
-    process = subprocess.Popen([TFXSP, "predict", csv_path, "-o", out, "--format", "json", *extra, *sets],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stdout = process.stdout.read()
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    process.returncode = code
-    if code != 0:
-        sys.exit(f"tfxsp predict {' '.join(extra)} failed ({code}):\n{stderr[-3000:]}")
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen([TFXSP, "predict", csv_path, "-o", out, "--format", "json", *extra, *sets],
+                                   cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        stdout = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            stderr.seek(0)
+            sys.exit(f"tfxsp predict {' '.join(extra)} failed ({code}):\n{stderr.read()[-3000:]}")
     summary = json.loads(stdout)
     summary.update(wall_s=round(wall, 2), peak_rss_mb=round(usage.ru_maxrss / 1024, 1))
     return summary
