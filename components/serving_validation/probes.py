@@ -133,12 +133,25 @@ def fault_of(error: BaseException) -> str:
     return MODEL
 
 
+# Statuses of a version the server saw before the Pusher had finished writing it (TFX's Pusher copies in place):
+# its files were still changing, or saved_model.pb was not there yet. The next scan settles them, so they are waited
+# on; at the deadline, files that still change are the server's to explain, a SavedModel still missing the model's.
+_ARRIVING_CODES = ("UNAVAILABLE", "NOT_FOUND")
+
+
+def _still_arriving(error: str) -> str:
+    """The status code of `error` ("CODE: message") if it says the version is not yet complete, else ""."""
+    code = error.split(":", 1)[0]
+    return code if code in _ARRIVING_CODES else ""
+
+
 # ---------------------------------------------------------------------- checks
 def wait_until_served(client: ServingClient, version: int, deadline_s: float,
                       poll_s: float = 0.5) -> None:
     """Polls REST and gRPC status until `version` is AVAILABLE on both, or the deadline passes.
 
-    A version whose load failed (END with an error status) fails at once (MODEL). At the deadline: an API that never
+    A version whose load failed (END with an error status) fails at once (MODEL), unless the status says the
+    version was seen while still being written (_still_arriving): that is waited on. At the deadline: an API that never
     answered is SERVER ("no answer"); a newer version AVAILABLE instead of this one is SUPERSEDED; a version still
     not AVAILABLE (not seen, or loading) is SERVER too: a slow load is no proof against the model.
     """
@@ -149,9 +162,10 @@ def wait_until_served(client: ServingClient, version: int, deadline_s: float,
             versions = client.rest_versions()
             seen["REST"] = ({v: state for v, (state, _) in versions.items()}, client.model_url())
             state, error = versions.get(version, ("", ""))
-            if state == "END" and error:
+            if state == "END" and error and not (_still_arriving(error) and time.monotonic() < give_up):
                 raise ProbeFailure("model status (REST)", version, client.model_url(),
-                                   f"the server could not load version {version}: {error}")
+                                   f"the server could not load version {version}: {error}",
+                                   SERVER if _still_arriving(error) == "UNAVAILABLE" else MODEL)
         except CALL_ERRORS as e:
             seen["REST"] = (None, f"{client.model_url()} ({_short_error(e)})")
         try:

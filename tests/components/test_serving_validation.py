@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import shutil
+import threading
 import time
 
 import pytest
@@ -194,6 +195,44 @@ def test_a_version_that_fails_to_load_is_rolled_back_to_the_previous_version(tra
     assert report["rollback"]["server_back_on_previous"] is True
     states = {s["version"]: s["state"] for s in status["model_version_status"]}
     assert states.get("100") == "AVAILABLE" and states.get("300") != "AVAILABLE"
+
+
+def _keep_changing(path, until):
+    while time.monotonic() < until:
+        path.write_bytes(b"x" * int(time.monotonic_ns() % 1000 + 1))
+        time.sleep(0.05)
+    path.unlink()
+
+
+def test_a_push_the_server_saw_while_it_was_being_written_is_waited_for(trained, tmp_path):
+    """TFX's Pusher copies in place: a scan during the copy reports the version END with UNAVAILABLE ("still being
+    written"). That is no verdict on the model: the validation waits for the next scans and passes."""
+    base = tmp_path / "models" / MODEL_NAME
+    _place(trained["saved_model"], base, 100)
+    with _server(base) as server:
+        _place(trained["saved_model"], base, 300)
+        growing = base / "300" / "assets.extra" / "still_copying"
+        growing.parent.mkdir(exist_ok=True)
+        url = f"http://127.0.0.1:{server.rest_port}/v1/models/{MODEL_NAME}/versions/300"
+        give_up = time.monotonic() + 20
+        while True:  # keep the files changing until the server says so
+            growing.write_bytes(b"x" * int(time.monotonic_ns() % 1000 + 1))
+            answer = requests.get(url, timeout=5)
+            status = answer.json()["model_version_status"][0]["status"] if answer.ok else {}
+            if status.get("error_code") == "UNAVAILABLE":
+                break
+            assert time.monotonic() < give_up, answer.text
+            time.sleep(0.05)
+        # The copy goes on for a few seconds more, past the validation's first status calls, then ends.
+        copying = threading.Thread(target=_keep_changing, args=(growing, time.monotonic() + 4))
+        copying.start()
+        try:
+            validation, report = _validate(trained, tmp_path, 300, server.rest_port, server.grpc_port,
+                                           destination=str(base / "300"), rollback=1)
+        finally:
+            copying.join()
+    assert (validation.blessed, validation.outcome, validation.rolled_back) == (1, "passed", 0), report
+    assert sorted(os.listdir(base)) == ["100", "300"]
 
 
 def test_two_rollbacks_of_one_version_number_never_collide(trained, tmp_path):
