@@ -90,7 +90,7 @@ def _run_locked(config: PipelineConfig, verbose: bool, stop) -> int:
 class _Outcome:
     report: object = None  # the RunReport of this process's run, or None
     error: BaseException | None = None  # the error that ended the run
-    row: dict | None = None  # an eval row for the summary's query commands
+    example: object = None  # an eval example (examples.EvalExample) for the summary's query commands
     answer: str | None = None  # the live model's answer to the summary's curl command
     started_server: bool = False  # a model server was started here (and stopped at the end)
     interrupted: object = None  # the signals.RunInterrupted that stopped the run
@@ -129,9 +129,10 @@ def _run(config: PipelineConfig, found, log_path: str | None, lock) -> _Outcome:
                 _collect(config, started_ms, outcome)
                 if outcome.report and outcome.report.examples_uri:
                     from pipeline.dataset import examples
-                    outcome.row = next(iter(examples.eval_rows(outcome.report.examples_uri, found.contract)), None)
-                if outcome.row and (outcome.report.serving_validation or {}).get("outcome") == "passed":
-                    outcome.answer = _ask_live_model(config, outcome.row)
+                    outcome.example = next(iter(examples.eval_examples(outcome.report.examples_uri,
+                                                                      found.contract)), None)
+                if outcome.example and (outcome.report.serving_validation or {}).get("outcome") == "passed":
+                    outcome.answer = _ask_live_model(config, outcome.example, outcome.report)
         except signals.RunInterrupted as e:
             # Unwound through every `finally` above: the training cluster and the model server are stopped.
             # Another signal now is only counted (signals.py), so what follows runs to the end.
@@ -185,7 +186,7 @@ def _print_summary(outcome: _Outcome, config: PipelineConfig, log_path: str | No
             if node.state in ("running", "new"):
                 node.state = "interrupted"
     try:
-        summary.print_summary(report, config, log_path, found, outcome.row, outcome.answer,
+        summary.print_summary(report, config, log_path, found, outcome.example, outcome.answer,
                               server_stays=not outcome.started_server)
         trainer = next((n for n in report.nodes if n.node_id == notices.TRAINER and n.state != "cached"), None)
         if trainer is not None and trainer.execution_id is not None:
@@ -249,11 +250,13 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-def _ask_live_model(config: PipelineConfig, row: dict) -> str | None:
+def _ask_live_model(config: PipelineConfig, example, report) -> str | None:
     """The live model's answer to the summary's curl command, so the run shows it answering."""
+    from pipeline.cli import summary
     from serving.client import RestClient, RestError
+    signature, instances = summary.query_request(example, summary.served_format(report))
     try:
-        answer = RestClient(config.rest_url).predict(config.model_name, instances=[row], signature_name="serving_raw")
+        answer = RestClient(config.rest_url).predict(config.model_name, instances=instances, signature_name=signature)
         return json.dumps(answer, separators=(",", ":"))
     except (RestError, OSError) as e:
         return f"no answer: {e}"

@@ -2,6 +2,7 @@
 blessing, the push, the serving validation, and commands that query the live model."""
 from __future__ import annotations
 
+import base64
 import json
 import shlex
 from typing import Any
@@ -14,6 +15,7 @@ from pipeline.cli.console import console
 from pipeline.cli.tables import e
 from pipeline.config import PipelineConfig
 from pipeline.dataset.analysis import Analysis
+from pipeline.dataset.examples import EvalExample
 from pipeline.metadata.report import RunReport
 from pipeline.metadata.store import describe_connection
 from pipeline.modules import features
@@ -23,7 +25,7 @@ _STATE_STYLE = {"complete": "green", "cached": "blue", "failed": "bold red"}
 
 
 def print_summary(report: RunReport, config: PipelineConfig, log_path: str | None, found: Analysis,
-                  example_row: dict[str, Any] | None = None, live_answer: str | None = None,
+                  example: EvalExample | None = None, live_answer: str | None = None,
                   server_stays: bool = True) -> None:
     console.print(f"\n[bold]Pipeline run[/] {report.run_id} ({config.pipeline_name})")
     console.print(dataset_report.one_line(found))
@@ -50,8 +52,8 @@ def print_summary(report: RunReport, config: PipelineConfig, log_path: str | Non
                       f"{report.pushed_destination}")
     if report.serving_validation:
         _print_serving_validation(report.serving_validation)
-        if report.serving_validation["outcome"] == "passed" and example_row:
-            _print_query_commands(config, found.contract, example_row, live_answer, server_stays)
+        if report.serving_validation["outcome"] == "passed" and example:
+            _print_query_commands(config, found.contract, example, served_format(report), live_answer, server_stays)
     console.print("[bold]Next:[/]")
     console.print("  TensorBoard:  make tensorboard   (or: tfxsp tensorboard)")
     console.print("  Lineage:      tfxsp lineage served   (also: tfxsp runs, tfxsp models)")
@@ -109,34 +111,52 @@ def _print_metrics(report: RunReport) -> None:
                                                                for k, v in others.items()))
 
 
-def query_commands(config: PipelineConfig, contract: features.DatasetContract,
-                   row: dict[str, Any]) -> tuple[str, str]:
+def served_format(report: RunReport) -> str:
+    """What the server serves of the pushed version, as the ServingValidator found: "tflite" or "saved_model"."""
+    return (report.serving_validation or {}).get("served_format") or "saved_model"
+
+
+def query_request(example: EvalExample, served: str) -> tuple[str, list[Any]]:
+    """The signature and REST instances that query the live model with an eval example: its raw row to serving_raw,
+    or, where the server serves model.tflite (serving_default alone), its tf.Example."""
+    if served == "tflite":
+        return "serving_default", [{"b64": base64.b64encode(example.record).decode()}]
+    return "serving_raw", [example.row]
+
+
+def query_commands(config: PipelineConfig, contract: features.DatasetContract, example: EvalExample,
+                   served: str = "saved_model") -> tuple[str, str]:
     """Copy-paste commands that query the live model with a real eval row: curl over REST, and Python over gRPC."""
-    body = json.dumps({"signature_name": "serving_raw", "instances": [row]})
+    signature, instances = query_request(example, served)
+    body = json.dumps({"signature_name": signature, "instances": instances})
     curl = f"curl -d {shlex.quote(body)} {config.rest_url}/v1/models/{config.model_name}:predict"
     output = "classes" if contract.task == features.CLASSIFICATION else "predictions"
     values = "string_val" if output == "classes" else "float_val"
-    inputs = ", ".join(f"{k!r}: [{v!r}]" for k, v in row.items())
+    if signature == "serving_default":
+        inputs = (f"request.inputs['examples'].CopyFrom(tf.make_tensor_proto("
+                  f"[base64.b64decode({instances[0]['b64']!r})], dtype=tf.string))\n")
+    else:
+        inputs = (f"for name, value in {{{', '.join(f'{k!r}: [{v!r}]' for k, v in example.row.items())}}}.items():\n"
+                  "    dtype = tf.string if isinstance(value[0], str) else tf.float32\n"
+                  "    request.inputs[name].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))\n")
     python = (
         "python - <<'EOF'\n"
-        "import grpc, tensorflow as tf\n"
+        "import base64, grpc, tensorflow as tf\n"
         "from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc\n"
         f"stub = prediction_service_pb2_grpc.PredictionServiceStub("
         f"grpc.insecure_channel('{config.grpc_target}'))\n"
         "request = predict_pb2.PredictRequest()\n"
         f"request.model_spec.name = '{config.model_name}'\n"
-        "request.model_spec.signature_name = 'serving_raw'\n"
-        f"for name, value in {{{inputs}}}.items():\n"
-        "    dtype = tf.string if isinstance(value[0], str) else tf.float32\n"
-        "    request.inputs[name].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))\n"
+        f"request.model_spec.signature_name = '{signature}'\n"
+        f"{inputs}"
         f"print(stub.Predict(request, timeout=10).outputs['{output}'].{values})\n"
         "EOF")
     return curl, python
 
 
-def _print_query_commands(config: PipelineConfig, contract: features.DatasetContract, row: dict[str, Any],
-                          answer: str | None, server_stays: bool) -> None:
-    curl, python = query_commands(config, contract, row)
+def _print_query_commands(config: PipelineConfig, contract: features.DatasetContract, example: EvalExample,
+                          served: str, answer: str | None, server_stays: bool) -> None:
+    curl, python = query_commands(config, contract, example, served)
     console.print("[bold]Query the live model[/] (REST, then gRPC):")
     console.print(curl, soft_wrap=True)
     if answer is not None:

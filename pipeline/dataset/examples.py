@@ -1,7 +1,9 @@
 """Rows of the pipeline's examples as a client of the raw serving signature sends them: one value per feature
-column, under its header's name; a number for numeric and integer columns, a string for the others."""
+column, under its header's name; a number for numeric and integer columns, a string for the others. With their
+serialized tf.Example, as serving_default takes it."""
 from __future__ import annotations
 
+import dataclasses
 import glob
 import math
 import os
@@ -10,13 +12,20 @@ from typing import Any
 from pipeline.modules import features
 
 
-def eval_rows(examples_uri: str, contract: features.DatasetContract, count: int = 1) -> list[dict[str, Any]]:
+@dataclasses.dataclass(frozen=True)
+class EvalExample:
+    row: dict[str, Any]  # as a client of the raw signature (serving_raw) sends it
+    record: bytes  # the serialized tf.Example, as serving_default takes it
+
+
+def eval_examples(examples_uri: str, contract: features.DatasetContract, count: int = 1) -> list[EvalExample]:
     """The first `count` eval examples with a value in every feature column (or, when there are not that many,
     the first ones, a gap written NaN or "")."""
     complete, partial = [], []
-    for row, _ in rows_and_labels(examples_uri, contract, limit=200):
+    for example, record in _examples(examples_uri, "eval", limit=200):
+        row = _row(example, contract)
         gaps = any(v == "" or (isinstance(v, float) and math.isnan(v)) for v in row.values())
-        (partial if gaps else complete).append(row)
+        (partial if gaps else complete).append(EvalExample(row, record))
         if len(complete) >= count:
             break
     return (complete + partial)[:count]
@@ -26,12 +35,17 @@ def rows_and_labels(examples_uri: str, contract: features.DatasetContract, split
                     limit: int | None = None):
     """(row, label) for the examples of a split, in order, streaming; the label as the model answers it (a class
     as text, a number), None for a row without one."""
+    for example, _ in _examples(examples_uri, split, limit):
+        yield _row(example, contract), _label(example, contract)
+
+
+def _examples(examples_uri: str, split: str, limit: int | None):
+    """(tf.train.Example, its serialized record) of a split written by CsvExampleGen, in order, streaming."""
     import tensorflow as tf
     files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
     for record in (dataset.take(limit) if limit else dataset).as_numpy_iterator():
-        example = tf.train.Example.FromString(record)
-        yield _row(example, contract), _label(example, contract)
+        yield tf.train.Example.FromString(record), record
 
 
 def _label(example: Any, contract: features.DatasetContract) -> Any:

@@ -1,7 +1,9 @@
 """The TF Lite copy of the serving model (config `export_tflite`): `model.tflite` beside the SavedModel.
 
 TF Lite's converter reads the exported SavedModel's serving signatures, with select TF ops allowed (the transform
-graph parses tf.Examples, strips and hashes strings: ops TF Lite has no builtin for, run by its Flex delegate).
+graph parses tf.Examples, strips and hashes strings: ops TF Lite has no builtin for, run by its Flex delegate). The
+transform graph's vocabulary tables are filled from files, which TF Lite cannot do: the converter reads a copy of
+the SavedModel whose tables are filled from constants holding the files' contents (tflite_tables).
 
 A TF Lite model holds each signature as a subgraph of its own, but a TF Serving model server (ours in serving/, as
 TF Serving's TfLiteSession) feeds and fetches only the primary subgraph's tensors, and serves the SignatureDefs of
@@ -15,10 +17,13 @@ on it.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import tensorflow as tf
 from absl import logging
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from pipeline.modules import tflite_tables
 
 TFLITE_MODEL_FILE = "model.tflite"
 # The signature the model server serves from model.tflite (see the module docstring), then the others converted.
@@ -27,10 +32,13 @@ CONVERTED_SIGNATURES = (SERVED_SIGNATURE, "serving_raw")
 
 
 def convert(saved_model_dir: str) -> bytes:
-    """The SavedModel's serving signatures as a TF Lite model, serving_default embedded as its SignatureDef."""
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=list(CONVERTED_SIGNATURES))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-    content = converter.convert()
+    """The SavedModel's serving signatures as a TF Lite model, serving_default embedded as its SignatureDef; its
+    tables filled from files (the transform graph's vocabularies) are filled from constants (tflite_tables)."""
+    with tempfile.TemporaryDirectory(prefix="tflite_export_") as copy:
+        source = copy if tflite_tables.copy_with_tensor_initialized_tables(saved_model_dir, copy) else saved_model_dir
+        converter = tf.lite.TFLiteConverter.from_saved_model(source, signature_keys=list(CONVERTED_SIGNATURES))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+        content = converter.convert()
     _check_tables_initialized(content)
     return _with_served_signature(content, _saved_signature_def(saved_model_dir, SERVED_SIGNATURE))
 
@@ -54,8 +62,9 @@ def export(saved_model_dir: str) -> str | None:
 def _check_tables_initialized(content: bytes) -> None:
     """Raises where the converted model looks values up in tables that nothing fills. TF Lite initializes a table
     only from tensors (its HASHTABLE_IMPORT op); a table that TensorFlow fills from a file (tf.Transform's
-    vocabularies: InitializeTableFromTextFileV2) is converted without its initializer, and every run of the model
-    then fails ("hashtable need to be initialized before using"): not a conversion."""
+    vocabularies: InitializeTableFromTextFileV2, unless tflite_tables inlined it) is converted without its
+    initializer, and every run of the model then fails ("hashtable need to be initialized before using"): not a
+    conversion."""
     from serving.tflite_servable import parse_model, schema
 
     names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}

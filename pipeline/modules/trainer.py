@@ -127,10 +127,13 @@ def _export(keras_model: tf.keras.Model, tf_transform_output: tft.TFTransformOut
         tf.saved_model.save(keras_model, export_dir, signatures=signatures.make_signatures(
             keras_model, tf_transform_output, contract, class_names))
         signatures.rename_raw_inputs(export_dir, contract)
+        warmed = None
+        if chief and export_tflite and tflite_export.export(export_dir):
+            # A server preferring model.tflite serves serving_default alone, and a warmup request to a signature
+            # the version lacks fails its load (as in TF Serving): warm up only what both formats serve.
+            warmed = (tflite_export.SERVED_SIGNATURE,)
         if chief:  # TF Serving replays these when it loads the version (--enable_model_warmup)
-            warmup.write_warmup_requests(export_dir, contract, tf_transform_output.raw_feature_spec())
-        if chief and export_tflite:
-            tflite_export.export(export_dir)
+            warmup.write_warmup_requests(export_dir, contract, tf_transform_output.raw_feature_spec(), warmed)
     finally:
         if not chief:
             tf.io.gfile.rmtree(export_dir)

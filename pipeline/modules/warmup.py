@@ -69,13 +69,16 @@ def _example(row: dict[str, str], contract: features.DatasetContract, raw_featur
     return example.SerializeToString()
 
 
-def warmup_logs(contract: features.DatasetContract, raw_feature_spec: dict[str, Any],
-                model_name: str = "") -> list[prediction_log_pb2.PredictionLog]:
+def warmup_logs(contract: features.DatasetContract, raw_feature_spec: dict[str, Any], model_name: str = "",
+                signature_names: tuple[str, ...] | None = None) -> list[prediction_log_pb2.PredictionLog]:
+    """Requests of the sample rows to the raw signature (one per row) and to serving_default (one of all the rows it
+    can parse); only those of `signature_names` when given."""
     rows = contract.sample_rows
     if not rows:
         return []
     logs = []
-    for row in rows:
+    wanted = set(signature_names or (signatures.RAW_SIGNATURE, "serving_default"))
+    for row in rows if signatures.RAW_SIGNATURE in wanted else []:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
         request.model_spec.signature_name = signatures.RAW_SIGNATURE
@@ -87,7 +90,7 @@ def warmup_logs(contract: features.DatasetContract, raw_feature_spec: dict[str, 
              if isinstance(raw_feature_spec.get(c.key), tf.io.FixedLenFeature)
              and raw_feature_spec[c.key].default_value is None]
     complete = [row for row in rows if all(_has_value(row.get(c.name, ""), raw_feature_spec[c.key]) for c in fixed)]
-    if complete:
+    if complete and "serving_default" in wanted:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
         request.model_spec.signature_name = "serving_default"
@@ -102,10 +105,11 @@ def _has_value(text: str, spec: Any) -> bool:
     return text != "" if spec.dtype == tf.string else not math.isnan(_number(text))
 
 
-def write_warmup_requests(export_dir: str, contract: features.DatasetContract,
-                          raw_feature_spec: dict[str, Any]) -> str | None:
-    """Writes <export_dir>/assets.extra/tf_serving_warmup_requests; returns its path (None: no sample rows)."""
-    logs = warmup_logs(contract, raw_feature_spec)
+def write_warmup_requests(export_dir: str, contract: features.DatasetContract, raw_feature_spec: dict[str, Any],
+                          signature_names: tuple[str, ...] | None = None) -> str | None:
+    """Writes <export_dir>/assets.extra/tf_serving_warmup_requests (only requests to `signature_names` when given);
+    returns its path (None: no request to write)."""
+    logs = warmup_logs(contract, raw_feature_spec, signature_names=signature_names)
     if not logs:
         return None
     directory = os.path.join(export_dir, ASSETS_EXTRA)

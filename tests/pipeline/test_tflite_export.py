@@ -1,9 +1,9 @@
 """export_tflite (pipeline/modules/tflite_export.py), with real models and real server processes:
 
-* on the penguins (TFX's Trainer executor on the real Transform outputs, export_tflite=true) the transform graph's
-  vocabulary tables cannot be filled in TF Lite, so the Trainer exports the SavedModel alone; the embedded server
-  started with --prefer_tflite_model then serves the SavedModel, and the ServingValidator passes on it and records
-  that it probed the SavedModel;
+* on the penguins (TFX's Trainer executor on the real Transform outputs, export_tflite=true) the Trainer writes
+  model.tflite, its transform graph's vocabulary tables filled from constants (tflite_tables), which answers as the
+  SavedModel on the eval split; the embedded server started with --prefer_tflite_model serves it, and the
+  ServingValidator passes on it and records that it probed the TF Lite model;
 * a tf.Example model without tables is converted: TF Lite's interpreter answers as the SavedModel does, and the
   embedded server with --prefer_tflite_model serves model.tflite (its embedded SignatureDef) over REST and gRPC
   with the SavedModel's answers;
@@ -13,16 +13,25 @@ import glob
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_log_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
 from components.serving_validation import ServingValidation
 from components.serving_validation.executor import Executor
+from pipeline.cli import summary
+from pipeline.config import load_config
+from pipeline.dataset import examples as eval_examples
+from pipeline.metadata import trainer_inputs
+from pipeline.metadata.properties import properties_of
 from pipeline.modules import tflite_export
 from tests.support import training as fixtures
 from tests.support.serving import start, stop
@@ -46,19 +55,32 @@ def test_without_export_tflite_no_tflite_model_is_written(exported):
     assert not os.path.exists(os.path.join(exported["run"].trainer.serving_model_dir, "model.tflite"))
 
 
-def test_on_the_penguins_the_saved_model_is_exported_alone_and_the_reason_is_clear(exported):
-    # tf.Transform's vocabularies are lookup tables filled from files, which TF Lite cannot fill: the converter's
-    # output would fail every run, so the Trainer keeps the SavedModel alone.
+def test_on_the_penguins_model_tflite_answers_as_the_saved_model(exported):
+    # tf.Transform's vocabularies are lookup tables filled from files, which TF Lite cannot fill: model.tflite has
+    # them filled from constants. An island no vocabulary holds goes to the out-of-vocabulary bucket in both.
     model_dir = exported["training"].serving_model_dir
-    assert os.path.isfile(os.path.join(model_dir, "saved_model.pb"))
-    assert not os.path.exists(os.path.join(model_dir, "model.tflite"))
-    with pytest.raises(ValueError, match="hashtable need to be initialized"):
-        tflite_export.convert(model_dir)
+    path = os.path.join(model_dir, "model.tflite")
+    assert os.path.isfile(path) and os.path.isfile(os.path.join(model_dir, "saved_model.pb"))
+    unseen = tf.train.Example.FromString(exported["records"][0])
+    unseen.features.feature["island"].bytes_list.value[:] = [b"Atlantis"]
+    records = [*exported["records"], unseen.SerializeToString()]
+    expected = tf.saved_model.load(model_dir).signatures["serving_default"](examples=tf.constant(records))
+    lite = tf.lite.Interpreter(model_path=path).get_signature_runner("serving_default")(
+        examples=np.array(records, dtype=object))
+    np.testing.assert_allclose(lite["probabilities"], expected["probabilities"].numpy(), rtol=0, atol=TOLERANCE)
+    assert list(lite["classes"].ravel()) == list(expected["classes"].numpy().ravel())
+    assert len(records) > 100
+    # Its warmup requests are to what both formats serve: a server preferring model.tflite serves serving_default
+    # alone, and a warmup request to another signature would fail the version's load.
+    warmup = os.path.join(model_dir, "assets.extra", "tf_serving_warmup_requests")
+    logged = [prediction_log_pb2.PredictionLog.FromString(r)
+              for r in tf.data.TFRecordDataset(warmup).as_numpy_iterator()]
+    assert logged and {log.predict_log.request.model_spec.signature_name for log in logged} == {"serving_default"}
 
 
 @pytest.fixture(scope="module")
 def tflite_server(exported, tmp_path_factory):
-    """--prefer_tflite_model over the penguins' export (no model.tflite: the SavedModel is served)."""
+    """--prefer_tflite_model over the penguins' export: its model.tflite is served."""
     base = tmp_path_factory.mktemp("tflite_base")
     shutil.copytree(exported["training"].serving_model_dir, base / "1")
     server = start(MODEL_NAME, str(base), "--prefer_tflite_model")
@@ -153,11 +175,11 @@ def test_the_serving_validator_records_the_format_it_probed(exported, tflite_ser
     with open(os.path.join(validation.uri, "report.json")) as f:
         report = json.load(f)
     assert report["outcome"] == "passed", report
-    # No model.tflite beside the SavedModel: the server serves the SavedModel, and the validator probes its
-    # signatures and says so.
-    assert report["served_format"] == "saved_model"
+    # The server serves model.tflite (its primary subgraph, serving_default alone): the validator probes that
+    # signature against the SavedModel's answers and says which format it probed.
+    assert report["served_format"] == "tflite"
     checked = " ".join(c["check"] for c in report["checks"])
-    assert "'serving_default'" in checked and "'serving_raw'" in checked
+    assert "'serving_default'" in checked and "'serving_raw'" not in checked
 
 
 def test_a_model_the_converter_cannot_convert_is_exported_alone(tmp_path, caplog):
@@ -175,3 +197,28 @@ def test_a_model_the_converter_cannot_convert_is_exported_alone(tmp_path, caplog
     assert "TF Lite cannot convert" in caplog.text and "EagerPyFunc" in caplog.text, caplog.text[-3000:]
     assert not os.path.exists(tmp_path / "model.tflite")
     assert os.path.isfile(tmp_path / "saved_model.pb")
+
+
+def test_the_run_summary_queries_a_tflite_served_model_with_commands_that_answer(exported, tflite_server):
+    # A server serving model.tflite has serving_default alone: the summary's curl and gRPC commands send it an eval
+    # tf.Example (serving_raw would be "not found"), and they answer as printed.
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = exported["run"].metadata_path
+    store = metadata_store.MetadataStore(connection)
+    [trainer] = store.get_executions_by_type("tfx.components.trainer.component.Trainer")
+    contract = trainer_inputs.contract_of(properties_of(trainer))
+    [examples_dir] = glob.glob(os.path.join(exported["run"].pipeline_root, "CsvExampleGen", "examples", "*"))
+    [example] = eval_examples.eval_examples(examples_dir, contract)
+    handle = tflite_server.handle
+    config = load_config({"rest_port": str(handle.rest_port), "grpc_port": str(handle.grpc_port),
+                          "model_name": MODEL_NAME}, environ={})
+    curl, python = summary.query_commands(config, contract, example, "tflite")
+    assert '"signature_name": "serving_default"' in curl and '"b64"' in curl
+    species = {"Adelie", "Chinstrap", "Gentoo"}
+    rest = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60)
+    assert rest.returncode == 0 and json.loads(rest.stdout)["predictions"][0]["classes"] in species, rest
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    grpc_answer = subprocess.run(["bash", "-c", python], capture_output=True, text=True, timeout=120,
+                                 env=dict(os.environ, PATH=path))
+    assert grpc_answer.returncode == 0, grpc_answer.stderr[-3000:]
+    assert any(f"b'{name}'" in grpc_answer.stdout for name in species), grpc_answer.stdout
