@@ -162,10 +162,11 @@ def wait_until_served(client: ServingClient, version: int, deadline_s: float,
             versions = client.rest_versions()
             seen["REST"] = ({v: state for v, (state, _) in versions.items()}, client.model_url())
             state, error = versions.get(version, ("", ""))
-            if state == "END" and error and not (_still_arriving(error) and time.monotonic() < give_up):
+            arriving = _still_arriving(error) if state == "END" and error else ""
+            if state == "END" and error and (not arriving or time.monotonic() >= give_up):
                 raise ProbeFailure("model status (REST)", version, client.model_url(),
                                    f"the server could not load version {version}: {error}",
-                                   SERVER if _still_arriving(error) == "UNAVAILABLE" else MODEL)
+                                   SERVER if arriving == "UNAVAILABLE" else MODEL)
         except CALL_ERRORS as e:
             seen["REST"] = (None, f"{client.model_url()} ({_short_error(e)})")
         try:

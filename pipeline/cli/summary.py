@@ -18,7 +18,7 @@ from pipeline.dataset.analysis import Analysis
 from pipeline.dataset.examples import EvalExample
 from pipeline.metadata.report import RunReport
 from pipeline.metadata.store import describe_connection
-from pipeline.modules import features
+from pipeline.modules import features, signatures, tflite_export
 from pipeline.runners import local
 
 _STATE_STYLE = {"complete": "green", "cached": "blue", "failed": "bold red"}
@@ -120,8 +120,8 @@ def query_request(example: EvalExample, served: str) -> tuple[str, list[Any]]:
     """The signature and REST instances that query the live model with an eval example: its raw row to serving_raw,
     or, where the server serves model.tflite (serving_default alone), its tf.Example."""
     if served == "tflite":
-        return "serving_default", [{"b64": base64.b64encode(example.record).decode()}]
-    return "serving_raw", [example.row]
+        return tflite_export.SERVED_SIGNATURE, [{"b64": base64.b64encode(example.record).decode()}]
+    return signatures.RAW_SIGNATURE, [example.row]
 
 
 def query_commands(config: PipelineConfig, contract: features.DatasetContract, example: EvalExample,
@@ -132,7 +132,7 @@ def query_commands(config: PipelineConfig, contract: features.DatasetContract, e
     curl = f"curl -d {shlex.quote(body)} {config.rest_url}/v1/models/{config.model_name}:predict"
     output = "classes" if contract.task == features.CLASSIFICATION else "predictions"
     values = "string_val" if output == "classes" else "float_val"
-    if signature == "serving_default":
+    if signature == tflite_export.SERVED_SIGNATURE:
         inputs = (f"request.inputs['examples'].CopyFrom(tf.make_tensor_proto("
                   f"[base64.b64decode({instances[0]['b64']!r})], dtype=tf.string))\n")
     else:

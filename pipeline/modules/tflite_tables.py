@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import function_pb2, graph_pb2, node_def_pb2
 from tensorflow.core.protobuf import saved_model_pb2
+from tfx.utils import io_utils
 
 SAVED_MODEL_FILE = "saved_model.pb"
 _CALLS = ("StatefulPartitionedCall", "PartitionedCall")
@@ -39,7 +40,7 @@ def copy_with_tensor_initialized_tables(saved_model_dir: str, out_dir: str) -> i
         saved_model.ParseFromString(f.read())
     rewritten = sum(_Rewriter(meta_graph, saved_model_dir).rewrite() for meta_graph in saved_model.meta_graphs)
     if rewritten:
-        _copy_tree(saved_model_dir, out_dir)
+        io_utils.copy_dir(saved_model_dir, out_dir)
         with tf.io.gfile.GFile(os.path.join(out_dir, SAVED_MODEL_FILE), "wb") as f:
             f.write(saved_model.SerializeToString())
     return rewritten
@@ -71,7 +72,8 @@ class _Rewriter:
     def _rewrite(self, function: function_pb2.FunctionDef, node: node_def_pb2.NodeDef) -> None:
         table_ref, filename_ref = node.input[0], node.input[1]
         where = f"{node.name} in {function.signature.name}"
-        paths = {self._asset_path(top_node) for top_node, _ in self._sources(function, filename_ref)}
+        file_sources = self._sources(function, filename_ref)
+        paths = {self._asset_path(top_node) for top_node, _ in file_sources}
         if len(paths) != 1:
             raise ValueError(f"{where} reads {len(paths)} different files ({sorted(paths)}): cannot inline one")
         tables = {self._table_types(None, t.name) for t, _ in self._sources(function, table_ref)}
@@ -94,9 +96,11 @@ class _Rewriter:
         node.attr["Tin"].type = key_dtype
         node.attr["Tout"].type = value_dtype
         # The path no longer matters to the function; the top-level call gets a constant one (see the docstring).
-        for _, (call, index) in self._sources(function, filename_ref):
-            if call is not None:
-                call.input[index] = self._path_constant(path).name
+        calls = [(call, index) for _, (call, index) in file_sources if call is not None]
+        if calls:
+            constant = self._path_constant(path).name
+            for call, index in calls:
+                call.input[index] = constant
 
     def _sources(self, function: function_pb2.FunctionDef | None, ref: str
                  ) -> list[tuple[node_def_pb2.NodeDef, tuple[node_def_pb2.NodeDef | None, int]]]:
@@ -202,10 +206,3 @@ def _column(lines: list[bytes], index: int, dtype: tf.DType, offset: int, what: 
             raise ValueError(f"{what}: a line is not a {dtype.name}: {e}") from None
     raise ValueError(f"{what}: only whole lines and line numbers are inlined, not index {index} as {dtype.name}")
 
-
-def _copy_tree(source: str, destination: str) -> None:
-    for folder, _, files in tf.io.gfile.walk(source):
-        target = os.path.join(destination, os.path.relpath(folder, source))
-        tf.io.gfile.makedirs(target)
-        for name in files:
-            tf.io.gfile.copy(os.path.join(folder, name), os.path.join(target, name), overwrite=True)

@@ -170,12 +170,11 @@ def models_page(store: metadata_store.MetadataStore, config: PipelineConfig, liv
         raise NotFoundError(f"There is no page {page} of models: {total} version(s) make {pages} page(s).")
     shown = models.list_models(store, config.serving_model_dir, with_metrics=False,
                                offset=(page - 1) * per_page, limit=per_page)
-    for model in shown:
-        if model.evaluation_uri:
-            model.metrics = eval_metrics(model.evaluation_uri)
     latest = skew_checks.latest_by_version(skew_checks.skew_checks(store, config.model_name))
     listed = []
     for model in shown:
+        if model.evaluation_uri:
+            model.metrics = eval_metrics(model.evaluation_uri)
         check = latest.get(model.version or "")
         listed.append({**model.to_dict(), "skew_check": check.to_dict() if check else None})
     return Page("models.html", {"model_name": config.model_name, "model_base_path": config.serving_model_dir,
