@@ -25,7 +25,7 @@ IMAGE ?= tfx-serving-pipeline:$(shell git describe --always --dirty 2>/dev/null 
 KFP_HOST ?=
 KFP_ARGS ?=
 
-.PHONY: help venv lint run-local serve ui test tensorboard bench bench-pipeline bench-serving bench-train bench-beam bench-lineage bench-quality bench-ui bench-predict clean image kubeflow-compile kubeflow-submit metadata-server
+.PHONY: help venv lint run-local serve ui test tensorboard bench bench-pipeline bench-serving bench-train bench-beam bench-lineage bench-quality bench-ui bench-predict bench-scale clean image kubeflow-compile kubeflow-submit metadata-server
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -70,7 +70,7 @@ test: lint ## Lint, then run the test suite (on both cores)
 tensorboard: $(STAMP) ## Open TensorBoard over the Trainer's run logs
 	$(TFXSP) tensorboard $(ARGS)
 
-bench: bench-pipeline bench-serving bench-train bench-beam bench-lineage bench-quality bench-ui bench-predict ## Run every benchmark (slow)
+bench: bench-pipeline bench-serving bench-train bench-beam bench-lineage bench-quality bench-ui bench-predict bench-scale ## Run every benchmark (slow)
 
 bench-pipeline: $(STAMP) ## tfxsp run cold/warm vs TFX's penguin example
 	$(PY) benchmarks/pipeline_bench.py $(ARGS)
@@ -95,6 +95,9 @@ bench-ui: $(STAMP) ## tfxsp ui: server time per page and time to ready on a 200-
 
 bench-predict: $(STAMP) ## tfxsp predict rows/s via local, gRPC, REST vs the raw signature call
 	$(PY) benchmarks/predict_bench.py $(ARGS)
+
+bench-scale: $(STAMP) ## tfxsp run end to end on 10k to 10M synthetic rows: per-component time, peak RSS per process
+	$(PY) benchmarks/scale_bench.py $(ARGS)
 
 image: $(STAMP) ## Build the pipeline image (IMAGE=name:tag) from the Dockerfile; needs a Docker engine
 	docker build -t $(IMAGE) .

@@ -70,6 +70,15 @@ def blessing(contract: features.DatasetContract, min_accuracy: float | None, max
                     reason + f", at most {max_rmse_increase:.0%} above the baseline model")
 
 
+def split_buckets(rows: int, eval_max_rows: int) -> tuple[int, int]:
+    """CsvExampleGen's hash buckets (train, eval): TFX's 2:1, unless a third of the rows would exceed eval_max_rows;
+    then eval gets the share of 1,000 buckets that holds about eval_max_rows (at least one bucket)."""
+    if rows <= 3 * eval_max_rows:
+        return 2, 1
+    eval_buckets = max(1, round(1000 * eval_max_rows / rows))
+    return 1000 - eval_buckets, eval_buckets
+
+
 def eval_config(contract: features.DatasetContract, thresholds: Blessing) -> tfma.EvalConfig:
     import tensorflow_model_analysis as tfma
     classification = contract.task == features.CLASSIFICATION

@@ -12,6 +12,7 @@ from typing import Any
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components.csv_example_gen.component import csv_example_gen
 from components.serving_validation import ServingValidator
 from pipeline import baseline, code_fingerprint, evaluation
 from pipeline.modules import features, tflite_export
@@ -31,6 +32,7 @@ def create_pipeline(
     blessing: evaluation.Blessing,
     train_steps: int,
     eval_steps: int,
+    split_buckets: tuple[int, int] = (2, 1),
     custom_config: dict[str, Any],
     transform_module_file: str = TRANSFORM_MODULE_FILE,
     trainer_module_file: str = TRAINER_MODULE_FILE,
@@ -44,7 +46,8 @@ def create_pipeline(
     """Builds the TFX pipeline from CSV files in `data_root` to a model pushed to `serving_model_dir`.
 
     `dataset` is the contract decided from the data (what each column is, the task); Transform and Trainer get it
-    in their custom_config. `blessing` holds the thresholds the Evaluator applies.
+    in their custom_config. `blessing` holds the thresholds the Evaluator applies. `split_buckets`: CsvExampleGen's
+    (train, eval) hash buckets (evaluation.split_buckets).
 
     `serving_validation` holds the ServingValidator's arguments (model_name, rest_url,
     grpc_target, ...); None leaves the probe out. `baseline_model_resolver=False` leaves out the
@@ -54,7 +57,9 @@ def create_pipeline(
     re-run with nothing changed reuses the Evaluator and Pusher from the cache and pushes nothing; False keeps
     TFX's LatestBlessedModelStrategy (the only one Kubeflow's compiler translates).
     """
-    example_gen = tfx.components.CsvExampleGen(input_base=data_root)
+    # TFX's CsvExampleGen, with a batched encoder for its row-by-row conversion (components/csv_example_gen).
+    example_gen = csv_example_gen(data_root, split_buckets,
+                                  code_fingerprint.fingerprint(code_fingerprint.CSV_EXAMPLE_GEN_CODE))
 
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
 

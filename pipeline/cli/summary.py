@@ -38,6 +38,8 @@ def print_summary(report: RunReport, config: PipelineConfig, log_path: str | Non
         table.add_row(node.node_id, f"[{style}]{node.state}[/]", f"{node.seconds:.1f} s")
     console.print(table)
 
+    if report.training:
+        console.print(f"[bold]Trainer saw:[/] {training_line(report)}")
     _print_metrics(report)
     if report.blessed is True:
         console.print(f"[bold]Blessing:[/] [green]blessed[/] ({e(local.blessing(config, found.contract).reason)})")
@@ -59,6 +61,22 @@ def print_summary(report: RunReport, config: PipelineConfig, log_path: str | Non
     console.print("  Lineage:      tfxsp lineage served   (also: tfxsp runs, tfxsp models)")
     # describe_connection never shows a password.
     console.print(f"  Metadata:     {describe_connection(config.metadata_connection_config())}")
+
+
+def training_line(report: RunReport) -> str:
+    """How many examples the Trainer went through, against the training rows there are: a model trained for a
+    fixed number of steps sees a shrinking share of a growing CSV (docs/large-data.md: sizing train_steps)."""
+    seen = report.training
+    line = f"{seen.examples:,} examples ({seen.steps:,} steps x batch {seen.global_batch_size:,})"
+    rows = report.split_rows.get("train")
+    if not rows:
+        return line
+    passes = seen.examples / rows
+    line += f", {passes:.2g} passes over the {rows:,} training rows"
+    if passes < 1:
+        line += (f"; at most {passes:.0%} of them were used: raise train_steps to at least "
+                 f"{-(-rows // seen.global_batch_size):,} for one pass (docs/large-data.md)")
+    return line
 
 
 def unchanged_push_line(report: RunReport) -> str:

@@ -17,13 +17,13 @@ class Analysis:
 
     @property
     def rows(self) -> int:
-        return max((s.rows for s in self.stats.values()), default=0)
+        return max((s.data_rows for s in self.stats.values()), default=0)
 
     @property
     def unlabelled_rows(self) -> int:
         label = self.stats[self.contract.label.key]
         markers = sum(count for value, count in label.top if value.strip() in statistics.MISSING_MARKERS)
-        return label.missing + int(markers)
+        return round((label.missing + markers) * label.data_rows / max(label.rows, 1))  # scaled up from a sample
 
 
 def choices(config: PipelineConfig) -> roles.Choices:

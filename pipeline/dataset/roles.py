@@ -66,7 +66,7 @@ def decide(layout: CsvLayout, stats: dict[str, ColumnStats], choices: Choices) -
     contract = features.DatasetContract(
         label=label, task=task, columns=columns, slice_by=_slices(columns, stats, choices, layout),
         missing_markers=list(MISSING_MARKERS[1:]), baseline=_baseline(label_stats, task),
-        num_classes=len(_values(label_stats)) if task == CLASSIFICATION else 0)
+        num_classes=len(_values(label_stats)) if task == CLASSIFICATION else 0, rows=label_stats.data_rows)
     return contract
 
 

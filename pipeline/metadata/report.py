@@ -13,8 +13,11 @@ from pipeline import evaluation
 from pipeline.metadata.executions import NodeResult, node_results, outputs_of_types
 from pipeline.metadata.metrics import eval_metrics, validation_failures
 from pipeline.metadata.properties import properties_of
+from pipeline.metadata.statistics import read_statistics
+from pipeline.metadata.training import TrainingSeen, training_seen
 
-_REPORTED_TYPES = ("Examples", "ModelBlessing", "ModelEvaluation", "PushedModel", "tfxsp.ServingValidation")
+_REPORTED_TYPES = ("Examples", "ExampleStatistics", "ModelRun", "ModelBlessing", "ModelEvaluation", "PushedModel",
+                   "tfxsp.ServingValidation")
 
 
 @dataclasses.dataclass
@@ -35,6 +38,9 @@ class RunReport:
     examples_uri: str | None = None  # CsvExampleGen's output
     # The ServingValidator's report.json (outcome, reason, checks, latency, rollback), when it ran.
     serving_validation: dict | None = None
+    # Steps x batch the Trainer ran (its chief's summary), and the rows per split (StatisticsGen's counts).
+    training: TrainingSeen | None = None
+    split_rows: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def failed_nodes(self) -> list[str]:
@@ -66,14 +72,27 @@ def collect(store: metadata_store.MetadataStore, run_id: str) -> RunReport:
             if node_of.get(execution_id) == "CsvExampleGen":
                 report.examples_uri = artifact.uri
             continue
+        if artifact.type == "ExampleStatistics":
+            if node_of.get(execution_id) == "StatisticsGen":
+                report.split_rows = _split_rows(artifact.uri)
+            continue
         _read(artifact, report)
     report.push_reused = report.pushed and any(n.node_id == "Pusher" and n.state == "cached" for n in report.nodes)
     return report
 
 
+def _split_rows(statistics_uri: str) -> dict[str, int]:
+    try:
+        return {split.split: split.examples for split in read_statistics(statistics_uri)}
+    except ValueError:
+        return {}  # unreadable statistics: the summary leaves the row counts out
+
+
 def _read(artifact: mlmd.Artifact, report: RunReport) -> None:
     props = properties_of(artifact)
-    if artifact.type == "ModelBlessing":
+    if artifact.type == "ModelRun":
+        report.training = training_seen(artifact.uri)
+    elif artifact.type == "ModelBlessing":
         report.blessed = bool(props.get("blessed"))
     elif artifact.type == "ModelEvaluation":
         report.eval_uri = artifact.uri

@@ -9,6 +9,7 @@ Per-batch scalars are left out: a curve per epoch is what a person compares.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -73,3 +74,34 @@ def _add_scalars(event: Any, run: str, values: dict[tuple[str, str], dict[int, f
         else:
             continue
         values.setdefault((value.tag[len(EPOCH_PREFIX):], run), {})[int(event.step)] = number
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSeen:
+    """How much data the Trainer went through: steps x global batch, from the chief's training/<task>.json."""
+    steps: int
+    global_batch_size: int
+    epochs: int
+
+    @property
+    def examples(self) -> int:
+        return self.steps * self.global_batch_size
+
+
+def training_seen(model_run_uri: str) -> TrainingSeen | None:
+    """What the chief's summary (pipeline/modules/trainer.py writes it) says; None when there is none to read."""
+    folder = os.path.join(model_run_uri, "training")
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
+    except OSError:
+        return None
+    for name in names:
+        try:
+            with open(os.path.join(folder, name)) as f:
+                summary = json.load(f)
+            if summary.get("chief"):
+                return TrainingSeen(steps=int(summary["steps"]), global_batch_size=int(summary["global_batch_size"]),
+                                    epochs=int(summary["epochs"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a task's summary half-written by a killed run: another may be whole
+    return None

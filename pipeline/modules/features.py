@@ -66,6 +66,7 @@ class DatasetContract:
     # A few rows of the CSV as its cells' text by column name: the Trainer writes them into every export as TF
     # Serving warmup requests (warmup.py).
     sample_rows: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    rows: int = 0  # the data rows the contract was decided on (the eval split is sized from it)
 
     @property
     def features(self) -> list[Column]:
@@ -95,7 +96,7 @@ class DatasetContract:
                    columns=[Column(**c) for c in data["columns"]], slice_by=list(data["slice_by"]),
                    missing_markers=list(data["missing_markers"]), baseline=float(data.get("baseline", 0.0)),
                    num_classes=int(data.get("num_classes", 0)),
-                   sample_rows=[dict(row) for row in data.get("sample_rows", [])])
+                   sample_rows=[dict(row) for row in data.get("sample_rows", [])], rows=int(data.get("rows", 0)))
 
 
 def contract_of(custom_config: dict[str, Any] | None) -> DatasetContract:

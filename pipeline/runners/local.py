@@ -37,6 +37,7 @@ def bind_pipeline(config: PipelineConfig, *, contract: DatasetContract | None = 
         serving_model_dir=serving_model_dir or config.serving_model_dir,
         train_steps=config.train_steps,
         eval_steps=config.eval_steps,
+        split_buckets=evaluation.split_buckets(contract.rows, config.eval_max_rows),
         dataset=contract,
         blessing=blessing(config, contract),
         custom_config=config.trainer_hparams(),

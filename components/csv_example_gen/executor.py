@@ -1,0 +1,163 @@
+"""The executor: TFX 1.16's CsvExampleGen executor with its one slow step replaced.
+
+TFX's executor reads each file in order (a quoted cell may span lines), parses every line with tfx_bsl's CSV
+parser, infers each column's type over all rows (INT, FLOAT, STRING; UNKNOWN when a column is always empty), and
+then builds one tf.train.Example per row in Python. That last step ran at about 14,000 rows/s on these machines,
+and the Examples were serialized twice more after it (once to hash each into a split, once to write it): most of
+CsvExampleGen's time on a large CSV. Here the parsed rows are grouped into batches, and tfx_bsl's
+RecordBatchToExamplesEncoder (C++) serializes each column of a batch, held as an Arrow array of its inferred type.
+A row's record is then its columns' map entries in key order: byte for byte the row's tf.Example as
+`SerializeToString(deterministic=True)` writes it, about 120,000 rows/s. (The encoder's own whole-row order follows
+a per-process hash seed, so its records would differ from run to run.) Being the bytes TFX hashes to pick a row's
+split, they put every row in the split stock CsvExampleGen puts it in; the base executor writes them as they are.
+
+A batch with an UNKNOWN column is converted by TFX's own code: such a column's feature has no value list at all, which
+the encoder cannot express.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+from google.protobuf.internal import encoder as protobuf_encoder
+from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.components.example_gen.csv_example_gen import executor as tfx_csv
+from tfx.dsl.io import fileio
+from tfx.types import standard_component_specs
+from tfx.utils import io_utils
+from tfx_bsl.coders import csv_decoder, example_coder
+
+from pipeline.dataset import csv_records
+
+ColumnType = csv_decoder.ColumnType
+# The Arrow type of each inferred column type, as the tf.Example encoder reads it: a list per row.
+_ARROW_TYPES = {ColumnType.INT: pa.large_list(pa.int64()), ColumnType.FLOAT: pa.large_list(pa.float32()),
+                ColumnType.STRING: pa.large_list(pa.large_binary())}
+_BATCH_ROWS = 1000
+_FEATURES_TAG = b"\n"  # Example.features: field 1, length-delimited
+_varint = protobuf_encoder._VarintBytes  # pylint: disable=protected-access
+
+
+def _without_header(record: bytes) -> bytes:
+    """A length-delimited field's content: after its one-byte tag and its varint length."""
+    end = 1
+    while record[end] & 0x80:
+        end += 1
+    return record[end + 1:]
+
+
+class _InferFileTypes(beam.DoFn):
+    """One file -> its ColumnTypeInferrer accumulator (column -> type), as TFX's inference over its rows builds it."""
+
+    def __init__(self, column_names: list[str]):
+        self._column_names = column_names
+
+    def process(self, path: str) -> Iterable[dict[str, Any]]:
+        inference = csv_records.TypeInference(self._column_names)
+        for _, cells in csv_records.records(path):
+            inference.add(cells)
+        yield inference.accumulator()
+
+
+class _FileToSerializedExamples(beam.DoFn):
+    """One file -> the serialized tf.Examples of its rows, as TFX's _ParsedCsvToTfExample builds them."""
+
+    def setup(self) -> None:
+        self._encoder = example_coder.RecordBatchToExamplesEncoder()
+        self._row_by_row = tfx_csv._ParsedCsvToTfExample()  # pylint: disable=protected-access
+
+    def process(self, path: str, column_infos: list[csv_decoder.ColumnInfo]) -> Iterable[bytes]:
+        batch: list[list[bytes]] = []
+        for _, cells in csv_records.records(path):
+            if not cells:
+                continue  # TFX skips blank lines
+            if len(cells) != len(column_infos):
+                raise ValueError(f"Invalid CSV line: {cells}")  # TFX's own message
+            batch.append(cells)
+            if len(batch) == _BATCH_ROWS:
+                yield from self._encode(batch, column_infos)
+                batch = []
+        if batch:
+            yield from self._encode(batch, column_infos)
+
+    def _encode(self, rows: list[list[bytes]], column_infos: list[csv_decoder.ColumnInfo]) -> Iterable[bytes]:
+        if any(info.type not in _ARROW_TYPES for info in column_infos):
+            for cells in rows:
+                for example in self._row_by_row.process(cells, column_infos):
+                    yield example.SerializeToString(deterministic=True)
+            return
+        columns = list(zip(*rows))
+        entries = [self._map_entries(column_infos[i], columns[i])
+                   for i in sorted(range(len(column_infos)), key=lambda i: column_infos[i].name)]
+        for row in zip(*entries):
+            features = b"".join(row)
+            yield _FEATURES_TAG + _varint(len(features)) + features
+
+    def _map_entries(self, info: csv_decoder.ColumnInfo, cells: tuple[bytes, ...]) -> list[bytes]:
+        """Each row's entry of Features.feature for this column: the one-column Example the encoder writes, less
+        the Example's own field header (tag and length), leaves exactly that entry, its own header included."""
+        array = pa.array(_values(info.type, cells), type=_ARROW_TYPES[info.type])
+        return [_without_header(record) for record in self._encoder.encode(pa.RecordBatch.from_arrays([array],
+                                                                                                       [info.name]))]
+
+
+def _values(column_type: Any, cells: Iterable[bytes]) -> list[list[Any]]:
+    """One list per row: the cell's value, or no value for an empty cell (TFX's _int/_float/_bytes_handler)."""
+    if column_type == ColumnType.INT:
+        return [[int(cell)] if cell else [] for cell in cells]
+    if column_type == ColumnType.FLOAT:
+        return [[float(cell)] if cell else [] for cell in cells]
+    return [[cell] if cell else [] for cell in cells]
+
+
+@beam.ptransform_fn
+@beam.typehints.with_input_types(beam.Pipeline)
+@beam.typehints.with_output_types(bytes)
+def _CsvToSerializedExamples(pipeline: beam.Pipeline, exec_properties: dict[str, Any],
+                             split_pattern: str) -> beam.pvalue.PCollection:
+    """TFX's _CsvToExample.expand, each step done per file rather than per line: the same files, header checks,
+    parsing and type inference (over all rows of all files, before any row is converted)."""
+    pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
+    csv_files = fileio.glob(pattern)
+    if not csv_files:
+        raise RuntimeError(f"Split pattern {pattern} does not match any files.")
+    column_names = io_utils.load_csv_column_names(csv_files[0])
+    for csv_file in csv_files[1:]:
+        if io_utils.load_csv_column_names(csv_file) != column_names:
+            raise RuntimeError(f"Files in same split {pattern} have different header.")
+    files = pipeline | "CreateFilenames" >> beam.Create(csv_files)
+    inferrer = csv_decoder.ColumnTypeInferrer(column_names, skip_blank_lines=True)
+    column_infos = beam.pvalue.AsSingleton(
+        files
+        | "InferFileTypes" >> beam.ParDo(_InferFileTypes(column_names))
+        | "InferColumnTypes" >> beam.CombineGlobally(_MergedTypes(inferrer)))
+    return files | "ToSerializedExamples" >> beam.ParDo(_FileToSerializedExamples(), column_infos)
+
+
+class _MergedTypes(beam.CombineFn):
+    """Per-file accumulators -> the column infos, by ColumnTypeInferrer's own merge and output."""
+
+    def __init__(self, inferrer: csv_decoder.ColumnTypeInferrer):
+        self._inferrer = inferrer
+
+    def create_accumulator(self) -> dict[str, Any]:
+        return {}
+
+    def add_input(self, accumulator: dict[str, Any], file_types: dict[str, Any]) -> dict[str, Any]:
+        return self._inferrer.merge_accumulators([accumulator, file_types])
+
+    def merge_accumulators(self, accumulators: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        return self._inferrer.merge_accumulators(list(accumulators))
+
+    def extract_output(self, accumulator: dict[str, Any]) -> list[csv_decoder.ColumnInfo]:
+        return self._inferrer.extract_output(accumulator)
+
+
+class Executor(BaseExampleGenExecutor):
+    """CsvExampleGen's executor, writing the same Examples faster."""
+
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+        return _CsvToSerializedExamples

@@ -1,0 +1,89 @@
+"""What keeps a large CSV cheap: the preflight's statistics of a sample (with the whole data's types and row count),
+the eval split capped at eval_max_rows, and the summary saying how much of the data the Trainer saw."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import palmerpenguins
+import pytest
+
+from pipeline import evaluation
+from pipeline.cli.summary import training_line
+from pipeline.dataset import csv_files, roles, statistics
+from pipeline.metadata.report import RunReport
+from pipeline.metadata.training import TrainingSeen
+from tests.support import datasets
+from tests.support.paths import PENGUINS_DIR
+
+
+def _folder(tmp_path, name):
+    folder = tmp_path / name
+    folder.mkdir()
+    if name == "messy":
+        datasets.write_messy(folder)
+    elif name == "penguins":
+        shutil.copy(PENGUINS_DIR / "penguins.csv", folder)
+    else:  # palmerpenguins' raw export: ids, dates, free text, NA
+        shutil.copy(palmerpenguins.__path__[0] + "/data/penguins-raw.csv", folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize("name", ["penguins", "palmerpenguins raw", "messy"])
+def test_the_sampled_statistics_of_all_rows_are_the_full_statistics(tmp_path, monkeypatch, name):
+    """With fewer rows than SAMPLE_ROWS the sample is every row: the sampled path (the fast reader's types and
+    count, TFDV reading by those types) must then give exactly what TFDV gives inferring the types itself."""
+    layout = csv_files.read_layout(_folder(tmp_path, name))
+    full = statistics.column_stats(layout)
+    monkeypatch.setattr(statistics, "SAMPLE_ABOVE_BYTES", 0)
+    sampled = statistics.column_stats(layout)
+    for key, column in full.items():
+        assert sampled[key].rows_in_data == column.rows
+        assert dataclasses.replace(sampled[key], rows_in_data=None) == column, key
+
+
+def test_a_sample_keeps_every_kth_row_and_the_whole_datas_types_and_count(tmp_path, monkeypatch):
+    """A column whose only non-integer value is in a row the sample skips is still FLOAT, as CsvExampleGen will
+    read it; the rows are the file's, the presence counts the sample's."""
+    lines = ["id,size,kind"] + [f"{i},{i % 7},{'abc'[i % 3]}" for i in range(1, 1001)]
+    lines[2] = "2,2.5,b"  # the second data row: skipped when every 10th row is kept
+    folder = datasets.write_csv(tmp_path / "data", "\n".join(lines) + "\n")
+    monkeypatch.setattr(statistics, "SAMPLE_ABOVE_BYTES", 0)
+    monkeypatch.setattr(statistics, "SAMPLE_ROWS", 100)
+    found = statistics.column_stats(csv_files.read_layout(str(folder)))
+    assert found["size"].type == "FLOAT"
+    assert found["id"].type == "INT"
+    assert found["kind"].rows == 100 and found["kind"].data_rows == 1000
+    assert found["kind"].distinct == 3
+
+
+def test_a_misshapen_row_is_named_by_the_sampled_path_too(tmp_path, monkeypatch):
+    folder = datasets.write_csv(tmp_path / "data", "a,b\n1,2\n3\n")
+    monkeypatch.setattr(statistics, "SAMPLE_ABOVE_BYTES", 0)
+    with pytest.raises(csv_files.DataError, match="line 3: 1 fields where the header has 2"):
+        statistics.column_stats(csv_files.read_layout(str(folder)))
+
+
+@pytest.mark.parametrize("rows, buckets", [(344, (2, 1)), (150_000, (2, 1)), (150_001, (667, 333)),
+                                           (1_000_000, (950, 50)), (10_000_000, (995, 5)),
+                                           (10**9, (999, 1))])
+def test_the_eval_split_is_capped_at_eval_max_rows(rows, buckets):
+    assert evaluation.split_buckets(rows, 50_000) == buckets
+
+
+def test_the_contract_carries_the_whole_datas_rows(tmp_path, monkeypatch):
+    layout = csv_files.read_layout(_folder(tmp_path, "penguins"))
+    monkeypatch.setattr(statistics, "SAMPLE_ABOVE_BYTES", 0)
+    monkeypatch.setattr(statistics, "SAMPLE_ROWS", 100)
+    contract = roles.decide(layout, statistics.column_stats(layout), roles.Choices(label="species"))
+    assert contract.rows == 344
+
+
+def test_the_summary_says_how_much_of_the_data_the_trainer_saw():
+    report = RunReport(run_id="r", nodes=[], training=TrainingSeen(steps=800, global_batch_size=32, epochs=16),
+                       split_rows={"train": 66_700, "eval": 33_300})
+    line = training_line(report)
+    assert line.startswith("25,600 examples (800 steps x batch 32), 0.38 passes over the 66,700 training rows")
+    assert "raise train_steps to at least 2,085 for one pass" in line
+    report.split_rows = {"train": 200}
+    assert training_line(report) == "25,600 examples (800 steps x batch 32), 1.3e+02 passes over the 200 training rows"
