@@ -15,8 +15,9 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # serving (tests/pipeline/test_layout.py holds it to that), of which export_tflite runs the TF Lite model file's
 # functions (parse_model, with_signature_defs).
 TRAINER_CODE = ("pipeline/__init__.py", "pipeline/modules", "pipeline/training", "serving/tflite_servable.py")
-# What CsvExampleGen's executor runs (TFX's, but for its conversion to tf.Example).
-CSV_EXAMPLE_GEN_CODE = ("components/csv_example_gen",)
+# What CsvExampleGen's executor runs besides TFX's code: its package and the record reader and type inference it shares
+# with the preflight.
+CSV_EXAMPLE_GEN_CODE = ("components/csv_example_gen", "pipeline/dataset/csv_records.py")
 # What the ServingValidator's executor runs: its component and the serving client it probes with.
 SERVING_VALIDATOR_CODE = ("components/serving_validation", "serving/client.py")
 

@@ -4,7 +4,9 @@ TFX's executor reads each file in order (a quoted cell may span lines), parses e
 parser, infers each column's type over all rows (INT, FLOAT, STRING; UNKNOWN when a column is always empty), and
 then builds one tf.train.Example per row in Python. That last step ran at about 14,000 rows/s on these machines,
 and the Examples were serialized twice more after it (once to hash each into a split, once to write it): most of
-CsvExampleGen's time on a large CSV. Here the parsed rows are grouped into batches, and tfx_bsl's
+CsvExampleGen's time on a large CSV, with Beam's overhead for every line passing through each step. Here each file is
+one element: read and parsed with the same code (pipeline/dataset/csv_records.py), once to infer its types and once
+to convert it, and its rows are converted in batches: tfx_bsl's
 RecordBatchToExamplesEncoder (C++) serializes each column of a batch, held as an Arrow array of its inferred type.
 A row's record is then its columns' map entries in key order: byte for byte the row's tf.Example as
 `SerializeToString(deterministic=True)` writes it, about 120,000 rows/s. (The encoder's own whole-row order follows
