@@ -72,7 +72,8 @@ def training_line(report: RunReport) -> str:
     if not rows:
         return line
     passes = seen.examples / rows
-    line += f", {passes:.2g} passes over the {rows:,} training rows"
+    line += f", {passes:,.0f} passes" if passes >= 10 else f", {passes:.2g} passes"
+    line += f" over the {rows:,} training rows"
     if passes < 1:
         line += (f"; at most {passes:.0%} of them were used: raise train_steps to at least "
                  f"{-(-rows // seen.global_batch_size):,} for one pass (docs/large-data.md)")

@@ -86,4 +86,4 @@ def test_the_summary_says_how_much_of_the_data_the_trainer_saw():
     assert line.startswith("25,600 examples (800 steps x batch 32), 0.38 passes over the 66,700 training rows")
     assert "raise train_steps to at least 2,085 for one pass" in line
     report.split_rows = {"train": 200}
-    assert training_line(report) == "25,600 examples (800 steps x batch 32), 1.3e+02 passes over the 200 training rows"
+    assert training_line(report) == "25,600 examples (800 steps x batch 32), 128 passes over the 200 training rows"
