@@ -18,12 +18,14 @@ modification times), so that a second run on the same data does not compute them
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from pipeline.dataset import csv_files
@@ -143,16 +145,11 @@ def _sample(layout: CsvLayout, workdir: str) -> tuple[CsvLayout, int, dict[str, 
 
     keys = [c.key for c in layout.columns]
     inference, rows = csv_records.TypeInference(keys), 0
-    try:
+    with _naming_a_misshapen_row(layout):
         for path in layout.files:
             for _, cells in csv_records.records(path):
                 inference.add(cells)
                 rows += bool(cells)
-    except ValueError:  # a row with another number of fields: say which, for a person
-        misshapen = csv_files.first_misshapen_row(layout)
-        if misshapen is None:
-            raise
-        raise misshapen from None
     every = max(1, rows // SAMPLE_ROWS)
     path, seen = os.path.join(workdir, "sample.csv"), 0
     with open(path, "w", encoding="utf-8", newline="") as out:
@@ -166,18 +163,26 @@ def _sample(layout: CsvLayout, workdir: str) -> tuple[CsvLayout, int, dict[str, 
     return dataclasses.replace(layout, files=[path]), rows, inference.accumulator()
 
 
+@contextlib.contextmanager
+def _naming_a_misshapen_row(layout: CsvLayout) -> Iterator[None]:
+    """A failure reading the files (Beam wraps the CSV decoder's errors, which do not say where) becomes the first
+    row whose number of fields differs from the header's, named by file and line, when there is one."""
+    try:
+        yield
+    except Exception:
+        misshapen = csv_files.first_misshapen_row(layout)
+        if misshapen is None:
+            raise
+        raise misshapen from None
+
+
 def _compute_on(layout: CsvLayout, types: dict[str, Any] | None = None) -> dict[str, ColumnStats]:
     """The columns' statistics of these files; `types` (column key -> tfx_bsl ColumnType): read them as these types
     instead of inferring them from the files."""
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
-    try:
+    with _naming_a_misshapen_row(layout):
         typed, text = _statistics(layout, types)
-    except Exception:  # Beam wraps the CSV decoder's errors, which do not say where: find the row, for a person
-        misshapen = csv_files.first_misshapen_row(layout)
-        if misshapen is None:
-            raise
-        raise misshapen from None
     keys = [c.key for c in layout.columns]
     found = {key: ColumnStats(key=key, type="NONE", present=0, missing=0) for key in keys}
     dataset = typed.datasets[0]
