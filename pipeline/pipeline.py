@@ -73,6 +73,9 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         module_file=transform_module_file,
+        # StatisticsGen has the raw data's statistics already; Transform's own pre- and post-transform statistics
+        # (two more TFDV passes over every row, used by nothing here) were a third of its time at 1M rows.
+        disable_statistics=True,
         custom_config={"dataset": dataset.to_dict()})
 
     trainer = tfx.components.Trainer(
