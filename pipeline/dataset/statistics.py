@@ -8,7 +8,7 @@ and the share of a string column's values that are numbers (read from its rank h
 values and their counts).
 
 A large CSV (more than SAMPLE_ABOVE_BYTES) is read once in full, fast (csv_records.py: the exact row count and the
-types CsvExampleGen will infer), and TFDV computes its statistics on an even sample of about SAMPLE_ROWS rows with
+types CsvExampleGen will infer), and TFDV computes its statistics on a random sample of SAMPLE_ROWS rows with
 those types. Presence, distinct values and ranges are then the sample's (so "a different value in every row" still
 reads as such), and `data_rows` the whole data's: at 1 million rows this takes seconds instead of minutes and
 memory stays flat.
@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -34,7 +35,7 @@ from pipeline.dataset.csv_files import CsvLayout
 # Values that mean "missing" in CSV files written by R, pandas, spreadsheets and databases.
 MISSING_MARKERS = ("", "NA", "N/A", "n/a", "na", "NaN", "nan", "NAN", "null", "NULL", "Null", "None", "none",
                    "#N/A", "?", "-", ".")
-_CACHE_VERSION = 3
+_CACHE_VERSION = 4
 SAMPLE_ABOVE_BYTES = 16 * 2**20  # about 350,000 rows of the penguin layout
 SAMPLE_ROWS = 100_000
 
@@ -138,9 +139,9 @@ def _compute(layout: CsvLayout) -> dict[str, ColumnStats]:
 
 
 def _sample(layout: CsvLayout, workdir: str) -> tuple[CsvLayout, int, dict[str, Any]]:
-    """An even sample of about SAMPLE_ROWS records of the files, written as one CSV in workdir; the records in all
-    files; and each column's type over all of them (csv_records.TypeInference). Two passes: one counts and infers,
-    the second keeps every k-th record."""
+    """A sample of SAMPLE_ROWS records of the files, written as one CSV in workdir; the records in all files; and
+    each column's type over all of them (csv_records.TypeInference). Two passes: one counts and infers, the second
+    keeps the records `sampled_records` chose."""
     from pipeline.dataset import csv_records
 
     keys = [c.key for c in layout.columns]
@@ -150,17 +151,26 @@ def _sample(layout: CsvLayout, workdir: str) -> tuple[CsvLayout, int, dict[str, 
             for _, cells in csv_records.records(path):
                 inference.add(cells)
                 rows += bool(cells)
-    every = max(1, rows // SAMPLE_ROWS)
+    chosen = sampled_records(rows, SAMPLE_ROWS)
     path, seen = os.path.join(workdir, "sample.csv"), 0
     with open(path, "w", encoding="utf-8", newline="") as out:
         out.write(layout.header_line + "\n")
         for source in layout.files:
             for record, cells in csv_records.records(source):
                 if cells:
-                    if seen % every == 0:
+                    if seen in chosen:
                         out.write(record if record.endswith("\n") else record + "\n")
                     seen += 1
     return dataclasses.replace(layout, files=[path]), rows, inference.accumulator()
+
+
+def sampled_records(rows: int, size: int) -> set[int]:
+    """Which of `rows` records (numbered from 0) a sample of `size` keeps: drawn at random, with a fixed seed so a
+    second run samples alike. Not every k-th record: rows written in a repeating order (a label cycling through its
+    classes, as generated or interleaved data often is) would alias with k and show one class only."""
+    if rows <= size:
+        return set(range(rows))
+    return set(random.Random(0).sample(range(rows), size))
 
 
 @contextlib.contextmanager
