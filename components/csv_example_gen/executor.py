@@ -1,4 +1,4 @@
-"""The executor: TFX 1.16's CsvExampleGen executor with its one slow step replaced.
+"""The executor: TFX 1.16's CsvExampleGen executor with its slow conversion replaced, and its write lighter locally.
 
 TFX's executor reads each file in order (a quoted cell may span lines), parses every line with tfx_bsl's CSV
 parser, infers each column's type over all rows (INT, FLOAT, STRING; UNKNOWN when a column is always empty), and
@@ -11,7 +11,7 @@ RecordBatchToExamplesEncoder (C++) serializes each column of a batch, held as an
 A row's record is then its columns' map entries in key order: byte for byte the row's tf.Example as
 `SerializeToString(deterministic=True)` writes it, about 120,000 rows/s. (The encoder's own whole-row order follows
 a per-process hash seed, so its records would differ from run to run.) Being the bytes TFX hashes to pick a row's
-split, they put every row in the split stock CsvExampleGen puts it in; the base executor writes them as they are.
+split, they put every row in the split stock CsvExampleGen puts it in, and are written as they are.
 
 A batch with an UNKNOWN column is converted by TFX's own code: such a column's feature has no value list at all, which
 the encoder cannot express.
