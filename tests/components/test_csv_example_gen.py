@@ -123,18 +123,18 @@ def test_a_row_with_too_few_fields_fails_with_tfx_message(tmp_path, executor_cla
 
 
 _EXAMPLE_GEN_RSS = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 from tests.components.test_csv_example_gen import _arguments, _run
+from tests.support import memory
 from components.csv_example_gen import executor
 
 small, big, out, mode = sys.argv[1:5]
 if mode == "reshuffle":  # TFX's write on every runner: what the test must be able to tell apart
     executor._IN_PROCESS_RUNNERS = ()
 _run(executor.Executor, Path(small), Path(out) / "small")  # Beam's and TFX's first pipeline, on a small file
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-executor.Executor().Do({}, *_arguments(Path(big), Path(out) / "big"))
-print(json.dumps({"grew_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+grew = memory.growth_mb(lambda: executor.Executor().Do({}, *_arguments(Path(big), Path(out) / "big")))
+print(json.dumps({"grew_mb": grew}))
 """
 
 

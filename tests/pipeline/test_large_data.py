@@ -106,8 +106,9 @@ def test_the_summary_says_how_much_of_the_data_the_trainer_saw():
 
 
 _PREFLIGHT_RSS = """
-import json, resource, sys
+import json, sys
 from pipeline.config import load_config
+from tests.support import memory
 from pipeline.dataset import analysis, statistics
 
 statistics.SAMPLE_ABOVE_BYTES, statistics.SAMPLE_ROWS = 2**20, 2_000  # the sampled path, on a file of a test's size
@@ -117,10 +118,10 @@ def analyze(folder):
     return analysis.analyze(load_config({"data_root": folder, "tfx_root": runs, "label": "kind"}, environ={}))
 
 analyze(small)  # imports, Beam's and TFDV's first pipeline: what any run pays before the data's size counts
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-found = analyze(big)
-grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-print(json.dumps({"grew_mb": grew / 1024, "rows": found.rows, "types": {k: s.type for k, s in found.stats.items()}}))
+found = []
+grew = memory.growth_mb(lambda: found.append(analyze(big)))
+found = found[0]
+print(json.dumps({"grew_mb": grew, "rows": found.rows, "types": {k: s.type for k, s in found.stats.items()}}))
 """
 
 
