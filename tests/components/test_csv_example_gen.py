@@ -133,7 +133,7 @@ small, big, out, mode = sys.argv[1:5]
 if mode == "reshuffle":  # TFX's write on every runner: what the test must be able to tell apart
     executor._IN_PROCESS_RUNNERS = ()
 _run(executor.Executor, Path(small), Path(out) / "small")  # Beam's and TFX's first pipeline, on a small file
-grew = memory.growth_mb(lambda: executor.Executor().Do({}, *_arguments(Path(big), Path(out) / "big")))
+_, grew = memory.growth_mb(lambda: executor.Executor().Do({}, *_arguments(Path(big), Path(out) / "big")))
 print(json.dumps({"grew_mb": grew}))
 """
 

@@ -118,9 +118,7 @@ def analyze(folder):
     return analysis.analyze(load_config({"data_root": folder, "tfx_root": runs, "label": "kind"}, environ={}))
 
 analyze(small)  # imports, Beam's and TFDV's first pipeline: what any run pays before the data's size counts
-found = []
-grew = memory.growth_mb(lambda: found.append(analyze(big)))
-found = found[0]
+found, grew = memory.growth_mb(lambda: analyze(big))
 print(json.dumps({"grew_mb": grew, "rows": found.rows, "types": {k: s.type for k, s in found.stats.items()}}))
 """
 

@@ -14,16 +14,15 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import grpc
 import numpy as np
-import psutil
 import pytest
 import tensorflow as tf
 
 from serving import admission, launcher
+from tests.support import memory
 from tests.support.serving import Rest, export_spin, predict_request, start, stop
 
 pytestmark = pytest.mark.timeout(240)
@@ -133,29 +132,16 @@ def test_memory_stays_bounded_under_many_concurrent_large_bodies(server, protoco
         def send(_):
             return grpc_large(server, request)
         served, expected = grpc.StatusCode.OK, {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
-    process = psutil.Process(server.handle.process.pid)
-    before = process.memory_info().rss
-    peak = before
-    done = threading.Event()
 
-    def sample():
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, process.memory_info().rss)
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    def send_all():
         with concurrent.futures.ThreadPoolExecutor(24) as pool:
-            statuses = list(pool.map(send, range(24)))
-    finally:
-        done.set()
-        sampler.join()
+            return list(pool.map(send, range(24)))
+
+    statuses, grew = memory.growth_mb(send_all, pid=server.handle.process.pid, every_s=0.02)
     assert served in statuses and set(statuses) <= expected and len(set(statuses)) > 1, statuses  # some refused
     # 24 bodies of 10 MB, each decoded to arrays and answered: without the bound, well over 1 GB at once.
-    print(f"{protocol}: peak RSS growth {(peak - before) >> 20} MB")
-    assert peak - before < 400 << 20, (peak - before) >> 20
+    print(f"{protocol}: peak RSS growth {grew:.0f} MB")
+    assert grew < 400, grew
     assert server.rest.post("/v1/models/default:predict", {"instances": [2.0]}).status == 200
 
 
